@@ -1,0 +1,133 @@
+//! The JSON API under `/api/v1`, plus health and version routes.
+
+pub mod api_keys;
+pub mod health;
+pub mod link_sessions;
+pub mod users;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest};
+use futures_util::StreamExt as _;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Register every `/api/v1` route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .configure(link_sessions::configure)
+            .configure(users::configure)
+            .configure(api_keys::configure)
+            .default_service(web::to(not_found)),
+    );
+}
+
+/// The JSON 404 for unknown routes.
+pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound("route".into()))
+}
+
+fn is_json(req: &HttpRequest) -> bool {
+    let Some(ct) = req.headers().get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let Ok(ct) = ct.to_str() else { return false };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Read a request body of at most [`MAX_BODY`] bytes.
+pub async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<Vec<u8>, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::InvalidBody(format!("could not read the body: {e}")))?;
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Parse a JSON object body into `T`. An empty body is `None` (the caller
+/// decides whether that is allowed); anything else must be `application/json`.
+pub fn parse_json<T: DeserializeOwned>(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<Option<T>, ApiError> {
+    let has_ct = req.headers().contains_key(header::CONTENT_TYPE);
+    if (!has_ct || is_json(req)) && body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    if !is_json(req) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::InvalidBody(format!("the body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::InvalidBody(
+            "the body must be a JSON object".into(),
+        ));
+    }
+    serde_path_to_error::deserialize(value)
+        .map(Some)
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            if path == "." {
+                ApiError::Validation(inner)
+            } else {
+                ApiError::Validation(format!("{path}: {inner}"))
+            }
+        })
+}
+
+/// Read and parse a required JSON object body.
+pub async fn required_json<T: DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<T, ApiError> {
+    let body = read_body(req, payload).await?;
+    parse_json(req, &body)?
+        .ok_or_else(|| ApiError::InvalidBody("a JSON object body is required".into()))
+}
+
+/// Read and parse an optional JSON object body (empty = default).
+pub async fn optional_json<T: DeserializeOwned + Default>(
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<T, ApiError> {
+    let body = read_body(req, payload).await?;
+    Ok(parse_json(req, &body)?.unwrap_or_default())
+}
+
+/// Parse a query string into `T`, answering 400 `VALIDATION_ERROR` on failure.
+pub fn parse_query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::Validation(format!("query: {e}")))
+}
+
+/// A path `{id}`: UUID or short id, else 404.
+pub fn entity_ref(raw: &str, what: &str) -> Result<crate::domain::ids::EntityRef, ApiError> {
+    crate::domain::ids::EntityRef::parse(raw).ok_or_else(|| ApiError::NotFound(what.into()))
+}

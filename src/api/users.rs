@@ -1,0 +1,58 @@
+//! `/api/v1/users`: household members.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::{entity_ref, required_json};
+use crate::auth::Auth;
+use crate::db::users;
+use crate::domain::api_key::Scope;
+use crate::domain::time;
+use crate::domain::user::CreateUser;
+use crate::error::ApiError;
+use crate::server::AppState;
+
+/// Register the routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/users")
+            .route(web::get().to(list_users))
+            .route(web::post().to(create_user)),
+    )
+    .route("/users/{id}", web::get().to(get_user));
+}
+
+async fn list_users(_auth: Auth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let list = state.db.read_async(users::list).await?;
+    Ok(HttpResponse::Ok().json(json!({ "users": list })))
+}
+
+async fn create_user(
+    auth: Auth,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    auth.require(Scope::FullAccess)?;
+    let body: CreateUser = required_json(&req, payload).await?;
+    let body = body.validate().map_err(ApiError::Validation)?;
+    let user = state
+        .db
+        .write_async(move |tx| users::insert(tx, &body.name, body.email.as_deref(), time::now()))
+        .await?;
+    Ok(HttpResponse::Created().json(user))
+}
+
+async fn get_user(
+    _auth: Auth,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let r = entity_ref(&path, "user")?;
+    let user = state
+        .db
+        .read_async(move |c| users::get(c, &r))
+        .await?
+        .ok_or_else(|| ApiError::NotFound("user".into()))?;
+    Ok(HttpResponse::Ok().json(user))
+}

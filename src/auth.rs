@@ -1,0 +1,109 @@
+//! API-key authentication: the extractor and the scope check.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
+
+use crate::domain::api_key::{ApiKey, PlainKey, Scope};
+use crate::domain::time;
+use crate::error::ApiError;
+use crate::server::AppState;
+
+/// How often `last_used_at` is written for one key, at most.
+const TOUCH_EVERY_SECS: i64 = 60;
+
+/// The authenticated caller of an `/api/v1` route.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    /// The key that was presented.
+    pub key: ApiKey,
+}
+
+impl Auth {
+    /// Fail with 403 unless the key's scope allows `needed`.
+    pub fn require(&self, needed: Scope) -> Result<(), ApiError> {
+        if self.key.scope.allows(needed) {
+            Ok(())
+        } else {
+            Err(ApiError::InsufficientScope)
+        }
+    }
+}
+
+/// The key presented in `X-API-Key` or `Authorization: Bearer`.
+pub fn presented_key(req: &HttpRequest) -> Option<String> {
+    if let Some(v) = req.headers().get("x-api-key") {
+        return v.to_str().ok().map(|s| s.trim().to_owned());
+    }
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim().to_owned())
+}
+
+impl FromRequest for Auth {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let presented = presented_key(req);
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::Internal("no app state".into()))?;
+            let raw = presented
+                .filter(|k| !k.is_empty())
+                .ok_or(ApiError::MissingCredentials)?;
+            let plain = PlainKey::from_presented(&raw);
+            if !plain.well_formed() {
+                return Err(ApiError::InvalidApiKey);
+            }
+            let hash = plain.hash();
+            let key = state
+                .db
+                .read_async(move |c| crate::db::api_keys::find_by_hash(c, &hash))
+                .await?
+                .ok_or(ApiError::InvalidApiKey)?;
+            if key.revoked_at.is_some() {
+                return Err(ApiError::RevokedApiKey);
+            }
+            touch(&state, &key);
+            Ok(Auth { key })
+        })
+    }
+}
+
+/// Record use of a key, writing at most once a minute per key and never on
+/// the request's path (the write runs in the background).
+fn touch(state: &web::Data<AppState>, key: &ApiKey) {
+    let now = time::now();
+    if key.last_used_at.is_some_and(|t| now - t < TOUCH_EVERY_SECS) {
+        return;
+    }
+    {
+        let Ok(mut seen) = state.key_touches.lock() else {
+            return;
+        };
+        if seen
+            .get(&key.id)
+            .is_some_and(|&t| now - t < TOUCH_EVERY_SECS)
+        {
+            return;
+        }
+        if seen.len() > 10_000 {
+            seen.clear();
+        }
+        seen.insert(key.id.clone(), now);
+    }
+    let db = state.db.clone();
+    let id = key.id.clone();
+    actix_web::rt::spawn(async move {
+        if let Err(e) = db
+            .write_async(move |tx| crate::db::api_keys::touch(tx, &id, now))
+            .await
+        {
+            log::warn!("could not record API key use: {e}");
+        }
+    });
+}

@@ -1,0 +1,493 @@
+//! The command line: clap types and the admin commands, which work directly
+//! on the database file (also while the server runs).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::api::link_sessions::{list_filter, Created};
+use crate::config::{Config, Flags};
+use crate::db::link_sessions::{self as sessions, Minter, NewSession};
+use crate::db::{self, api_keys, users, Db};
+use crate::domain::api_key::{CreateApiKey, Scope};
+use crate::domain::ids::{self, EntityRef};
+use crate::domain::link_session::{Action, CreateRequest};
+use crate::domain::time;
+use crate::domain::user::CreateUser;
+use crate::error::ApiError;
+
+/// Breadbox: short-lived links for connecting a bank through Plaid or Teller.
+#[derive(Debug, Parser)]
+#[command(name = "breadbox", version, about)]
+pub struct Cli {
+    /// Configuration file (TOML). Default: none, or $BREADBOX_CONFIG.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// SQLite database file (overrides [database] path).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub database: Option<PathBuf>,
+    /// Print machine-readable JSON (one document) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on, e.g. 0.0.0.0:8080 (port 0 picks a free port).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Public base URL that links are built on, e.g. https://bank.example.com.
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
+    },
+    /// Household members.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Hosted-link sessions.
+    #[command(subcommand)]
+    Links(LinksCommand),
+    /// Bank connections.
+    #[command(subcommand)]
+    Connections(ConnectionsCommand),
+}
+
+/// `breadbox users …`
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add a household member.
+    Create {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Email address.
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// List household members.
+    List,
+}
+
+/// `breadbox keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key (shown once).
+    Create {
+        /// A name to recognise the key by.
+        #[arg(long)]
+        name: String,
+        /// read_only or full_access.
+        #[arg(long)]
+        scope: String,
+    },
+    /// List API keys (never the keys themselves).
+    List,
+    /// Revoke a key at once.
+    Revoke {
+        /// The key's UUID or short id.
+        id: String,
+    },
+}
+
+/// `breadbox links …`
+#[derive(Debug, Subcommand)]
+pub enum LinksCommand {
+    /// Mint a link for a household member.
+    Create(LinkCreateArgs),
+    /// Show one session.
+    Get {
+        /// The session's UUID or short id.
+        id: String,
+    },
+    /// List sessions, newest first.
+    List {
+        /// Only this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this user (UUID or short id).
+        #[arg(long)]
+        user: Option<String>,
+        /// At most this many (1–200).
+        #[arg(long)]
+        limit: Option<String>,
+    },
+}
+
+/// `breadbox links create` flags.
+#[derive(Debug, Args)]
+pub struct LinkCreateArgs {
+    /// The household member (UUID or short id).
+    #[arg(long)]
+    pub user: String,
+    /// plaid or teller (default: the person picks).
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Burn the link after the first connection.
+    #[arg(long)]
+    pub single_use: bool,
+    /// Where the page sends the person afterwards.
+    #[arg(long)]
+    pub redirect_url: Option<String>,
+    /// A label for the audit timeline and the page.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Seconds until the link expires (default 900, at most 3600).
+    #[arg(long, value_name = "SECS")]
+    pub expires_in: Option<i64>,
+}
+
+/// `breadbox connections …`
+#[derive(Debug, Subcommand)]
+pub enum ConnectionsCommand {
+    /// List bank connections.
+    List,
+}
+
+impl Cli {
+    /// The configuration flags this command line carries.
+    pub fn flags(&self) -> Flags {
+        let (listen, public_url) = match &self.command {
+            Command::Serve { listen, public_url } => (listen.clone(), public_url.clone()),
+            _ => (None, None),
+        };
+        Flags {
+            config: self.config.clone(),
+            database: self.database.clone(),
+            listen,
+            public_url,
+        }
+    }
+}
+
+/// A failed admin command: the message and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// Shown on stderr.
+    pub message: String,
+    /// 1 runtime, 2 bad input.
+    pub code: i32,
+}
+
+impl From<db::DbError> for Failure {
+    fn from(e: db::DbError) -> Self {
+        Failure {
+            message: format!("database error: {e}"),
+            code: 1,
+        }
+    }
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        let code = match e {
+            ApiError::Internal(_) => 1,
+            ApiError::NotFound(_) => 1,
+            _ => 2,
+        };
+        let message = match &e {
+            ApiError::Internal(detail) => detail.clone(),
+            other => other.message(),
+        };
+        Failure { message, code }
+    }
+}
+
+fn bad(message: impl Into<String>) -> Failure {
+    Failure {
+        message: message.into(),
+        code: 2,
+    }
+}
+
+fn not_found(what: &str) -> Failure {
+    Failure {
+        message: format!("{what} not found"),
+        code: 1,
+    }
+}
+
+fn print_json<T: Serialize>(v: &T) {
+    println!(
+        "{}",
+        serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+    );
+}
+
+fn entity(raw: &str, what: &str) -> Result<EntityRef, Failure> {
+    EntityRef::parse(raw).ok_or_else(|| bad(format!("{what}: {raw:?} is not a UUID or short id")))
+}
+
+/// Run an admin command (everything but `serve`).
+pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
+    let db = Db::open(
+        &config.database.path,
+        config.database.synchronous.as_pragma(),
+    )?;
+    let json = cli.json;
+    match &cli.command {
+        Command::Serve { .. } => Err(bad("serve is not an admin command")),
+        Command::Users(UsersCommand::Create { name, email }) => {
+            let body = CreateUser {
+                name: name.clone(),
+                email: email.clone(),
+            }
+            .validate()
+            .map_err(bad)?;
+            let user =
+                db.write(|tx| users::insert(tx, &body.name, body.email.as_deref(), time::now()))?;
+            if json {
+                print_json(&user);
+            } else {
+                println!("created user {} ({})", user.name, user.short_id);
+            }
+            Ok(())
+        }
+        Command::Users(UsersCommand::List) => {
+            let list = db.read(users::list)?;
+            if json {
+                print_json(&json!({ "users": list }));
+            } else {
+                println!("{:<10} {:<24} EMAIL", "SHORT_ID", "NAME");
+                for u in list {
+                    println!(
+                        "{:<10} {:<24} {}",
+                        u.short_id,
+                        u.name,
+                        u.email.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Create { name, scope }) => {
+            let (name, scope) = CreateApiKey {
+                name: name.clone(),
+                scope: scope.clone(),
+            }
+            .validate()
+            .map_err(bad)?;
+            let (key, plain) = db.write(|tx| api_keys::insert(tx, &name, scope, time::now()))?;
+            if json {
+                print_json(&crate::api::api_keys::CreatedKey {
+                    key: &key,
+                    plain: plain.expose(),
+                });
+            } else {
+                println!("{}", plain.expose());
+                eprintln!(
+                    "API key {:?} ({}) created; it is shown only this once.",
+                    key.name,
+                    key.scope.as_str()
+                );
+            }
+            Ok(())
+        }
+        Command::Keys(KeysCommand::List) => {
+            let list = db.read(api_keys::list)?;
+            if json {
+                print_json(&json!({ "api_keys": list }));
+            } else {
+                println!(
+                    "{:<10} {:<10} {:<12} {:<20} REVOKED",
+                    "SHORT_ID", "PREFIX", "SCOPE", "NAME"
+                );
+                for k in list {
+                    println!(
+                        "{:<10} {:<10} {:<12} {:<20} {}",
+                        k.short_id,
+                        k.prefix,
+                        k.scope.as_str(),
+                        k.name,
+                        k.revoked_at.map_or("-".into(), time::rfc3339)
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Revoke { id }) => {
+            let r = entity(id, "id")?;
+            let key = db
+                .write(|tx| api_keys::revoke(tx, &r, time::now()))?
+                .ok_or_else(|| not_found("API key"))?;
+            if json {
+                print_json(&key);
+            } else {
+                println!("revoked {} ({})", key.name, key.short_id);
+            }
+            Ok(())
+        }
+        Command::Links(LinksCommand::Create(args)) => create_link(&db, config, args, json),
+        Command::Links(LinksCommand::Get { id }) => {
+            let r = entity(id, "id")?;
+            let s = db
+                .read(|c| sessions::get(c, &r))?
+                .ok_or_else(|| not_found("link session"))?;
+            let s = s.at(time::now());
+            if json {
+                print_json(&s);
+            } else {
+                print_session(&s);
+            }
+            Ok(())
+        }
+        Command::Links(LinksCommand::List {
+            status,
+            user,
+            limit,
+        }) => {
+            let mut filter = list_filter(status.as_deref(), limit.as_deref(), None)?;
+            let user = user.as_deref().map(|u| entity(u, "user")).transpose()?;
+            let (list, next) = db.read(|c| {
+                if let Some(r) = &user {
+                    match users::get(c, r)? {
+                        Some(u) => filter.user_id = Some(u.id),
+                        None => return Ok((Vec::new(), None)),
+                    }
+                }
+                sessions::list(c, &filter, time::now())
+            })?;
+            if json {
+                print_json(
+                    &json!({ "sessions": list, "next_cursor": next.map(|_| "use the API to page") }),
+                );
+            } else {
+                println!(
+                    "{:<10} {:<8} {:<7} {:<10} {:<5} EXPIRES_AT",
+                    "SHORT_ID", "PROVIDER", "ACTION", "STATUS", "CONNS"
+                );
+                for s in list {
+                    print_session_row(&s);
+                }
+            }
+            Ok(())
+        }
+        Command::Connections(ConnectionsCommand::List) => {
+            let list = db.read(|c| db::connections::list(c, None, None))?;
+            if json {
+                print_json(&json!({ "connections": list }));
+            } else {
+                println!(
+                    "{:<10} {:<7} {:<15} {:<24}",
+                    "SHORT_ID", "PROVIDER", "STATUS", "INSTITUTION"
+                );
+                for c in list {
+                    println!(
+                        "{:<10} {:<7} {:<15} {:<24}",
+                        c.short_id,
+                        c.provider,
+                        c.status.as_str(),
+                        c.institution_name
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn create_link(db: &Db, config: &Config, args: &LinkCreateArgs, json: bool) -> Result<(), Failure> {
+    let rules = crate::server::rules(config);
+    let req = CreateRequest {
+        user_id: args.user.clone(),
+        provider: args.provider.clone(),
+        single_use: Some(args.single_use),
+        redirect_url: args.redirect_url.clone(),
+        label: args.label.clone(),
+        expires_in_seconds: args.expires_in,
+    };
+    let valid = rules.check_create(&req).map_err(ApiError::from)?;
+    let user = entity(&args.user, "user")?;
+    let token = ids::new_link_token();
+    let minter = Minter {
+        api_key_id: None,
+        name: "cli".into(),
+    };
+    let token_hash = ids::sha256_hex(&token);
+    let session = db
+        .write(|tx| {
+            let Some(u) = users::get(tx, &user)? else {
+                return Ok(None);
+            };
+            let new = NewSession {
+                valid,
+                user_id: u.id,
+                action: Action::Link,
+                connection_id: None,
+                token_hash,
+            };
+            sessions::insert(tx, new, &minter, time::now()).map(Some)
+        })?
+        .ok_or_else(|| not_found("user"))?;
+    let base = config
+        .server
+        .public_base()
+        .unwrap_or_else(|| format!("http://{}", config.server.listen));
+    let url = format!("{base}/link/{token}");
+    if json {
+        print_json(&Created {
+            token: &token,
+            url,
+            session: &session,
+        });
+    } else {
+        println!("{url}");
+        eprintln!(
+            "link {} for user {} expires at {}",
+            session.short_id,
+            args.user,
+            time::rfc3339(session.expires_at)
+        );
+    }
+    Ok(())
+}
+
+fn print_session_row(s: &crate::domain::link_session::LinkSession) {
+    println!(
+        "{:<10} {:<8} {:<7} {:<10} {:<5} {}",
+        s.short_id,
+        crate::domain::link_session::provider_str(s.provider).to_owned()
+            + if s.provider.is_none() { "-" } else { "" },
+        s.action.as_str(),
+        s.status.as_str(),
+        s.result_connection_ids.len(),
+        time::rfc3339(s.expires_at)
+    );
+}
+
+fn print_session(s: &crate::domain::link_session::LinkSession) {
+    println!(
+        "{:<10} {:<8} {:<7} {:<10} {:<5} EXPIRES_AT",
+        "SHORT_ID", "PROVIDER", "ACTION", "STATUS", "CONNS"
+    );
+    print_session_row(s);
+    if let Some(code) = &s.error_code {
+        println!(
+            "error: {code}: {}",
+            s.error_message.as_deref().unwrap_or("")
+        );
+    }
+    for id in &s.result_connection_ids {
+        println!("connection {id}");
+    }
+}
+
+/// Create the `bootstrap` key on a database that has none; returns it once.
+pub fn bootstrap_key(db: &Db) -> Result<Option<String>, db::DbError> {
+    db.write(|tx| {
+        if api_keys::any(tx)? {
+            return Ok(None);
+        }
+        let (_, plain) = api_keys::insert(tx, "bootstrap", Scope::FullAccess, time::now())?;
+        Ok(Some(plain.expose().to_owned()))
+    })
+}

@@ -1,0 +1,187 @@
+//! SQLite storage: a read pool, one writer connection, migrations, and the
+//! helpers that move blocking work off the async workers.
+
+pub mod api_keys;
+pub mod connections;
+pub mod events;
+pub mod link_sessions;
+mod migrate;
+pub mod users;
+
+use std::path::Path;
+use std::time::Duration;
+
+use r2d2::{Pool, PooledConnection};
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+/// A storage failure. Never shown to clients: it becomes a 500 whose detail is logged.
+#[derive(Debug)]
+pub enum DbError {
+    /// SQLite said no.
+    Sqlite(rusqlite::Error),
+    /// No connection could be had.
+    Pool(r2d2::Error),
+    /// The blocking task died.
+    Task(String),
+    /// A stored value was not what the schema promises.
+    Corrupt(String),
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbError::Sqlite(e) => write!(f, "sqlite: {e}"),
+            DbError::Pool(e) => write!(f, "connection pool: {e}"),
+            DbError::Task(e) => write!(f, "blocking task: {e}"),
+            DbError::Corrupt(e) => write!(f, "unexpected stored value: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DbError {}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        DbError::Sqlite(e)
+    }
+}
+
+impl From<r2d2::Error> for DbError {
+    fn from(e: r2d2::Error) -> Self {
+        DbError::Pool(e)
+    }
+}
+
+/// Result of a storage call.
+pub type DbResult<T> = Result<T, DbError>;
+
+/// Handle to the database: cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    read: Pool<SqliteConnectionManager>,
+    write: Pool<SqliteConnectionManager>,
+}
+
+/// How long a connection waits on another process's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Db {
+    /// Open (creating if needed) the database at `path`, apply pragmas and migrations.
+    /// `synchronous` is `"FULL"` or `"NORMAL"`.
+    pub fn open(path: &Path, synchronous: &'static str) -> DbResult<Db> {
+        let init = move |c: &mut Connection| {
+            c.busy_timeout(BUSY_TIMEOUT)?;
+            c.execute_batch(&format!(
+                "PRAGMA foreign_keys = ON; PRAGMA synchronous = {synchronous};"
+            ))
+        };
+        // WAL is a property of the file; set it once before the pools open.
+        {
+            let c = Connection::open(path)?;
+            c.busy_timeout(BUSY_TIMEOUT)?;
+            let mode: String = c.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(DbError::Corrupt(format!("journal_mode is {mode}, not wal")));
+            }
+        }
+        let write = Pool::builder()
+            .max_size(1)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(30))
+            .build(SqliteConnectionManager::file(path).with_init(init))?;
+        let read = Pool::builder()
+            .max_size(4)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(30))
+            .build(SqliteConnectionManager::file(path).with_init(init))?;
+        let db = Db { read, write };
+        db.write(migrate::run)?;
+        Ok(db)
+    }
+
+    /// Run `f` on a read connection (blocking).
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> DbResult<T>) -> DbResult<T> {
+        let conn: PooledConnection<_> = self.read.get()?;
+        f(&conn)
+    }
+
+    /// Run `f` in a `BEGIN IMMEDIATE` transaction on the single writer
+    /// connection (blocking); commits when `f` returns `Ok`.
+    pub fn write<T>(&self, f: impl FnOnce(&Transaction) -> DbResult<T>) -> DbResult<T> {
+        let mut conn = self.write.get()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// [`Db::read`] on the blocking thread pool.
+    pub async fn read_async<T, F>(&self, f: F) -> DbResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
+    {
+        let db = self.clone();
+        run_blocking(move || db.read(f)).await
+    }
+
+    /// [`Db::write`] on the blocking thread pool.
+    pub async fn write_async<T, F>(&self, f: F) -> DbResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction) -> DbResult<T> + Send + 'static,
+    {
+        let db = self.clone();
+        run_blocking(move || db.write(f)).await
+    }
+}
+
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> DbResult<T> + Send + 'static,
+) -> DbResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))?
+}
+
+/// Read an enum column through its `parse` function.
+pub(crate) fn parse_col<T>(
+    raw: String,
+    parse: impl FnOnce(&str) -> Option<T>,
+    what: &str,
+) -> rusqlite::Result<T> {
+    parse(&raw).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("bad {what}: {raw}").into(),
+        )
+    })
+}
+
+/// Whether a row with this short id already exists in `table` (a fixed name).
+pub(crate) fn short_id_taken(tx: &Transaction, table: &str, short_id: &str) -> DbResult<bool> {
+    let sql = format!("SELECT EXISTS(SELECT 1 FROM {table} WHERE short_id = ?1)");
+    Ok(tx.query_row(&sql, [short_id], |r| r.get(0))?)
+}
+
+/// A fresh short id not yet used in `table`. Runs inside the write
+/// transaction, so no other writer can take it in between.
+pub(crate) fn unique_short_id(tx: &Transaction, table: &str) -> DbResult<String> {
+    loop {
+        let s = crate::domain::ids::new_short_id();
+        if !short_id_taken(tx, table, &s)? {
+            return Ok(s);
+        }
+    }
+}
+
+/// The SQL condition and parameter for looking a row up by UUID or short id.
+pub(crate) fn ref_clause(r: &crate::domain::ids::EntityRef) -> (&'static str, &str) {
+    use crate::domain::ids::EntityRef;
+    match r {
+        EntityRef::Uuid(u) => ("id = ?1", u.as_str()),
+        EntityRef::Short(s) => ("short_id = ?1", s.as_str()),
+    }
+}

@@ -1,0 +1,369 @@
+//! The hosted page `/link/{token}` and its JSON calls under `/_link/{token}/…`.
+//! The path token is the credential; its state is checked before anything else.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::api::{optional_json, read_body};
+use crate::db::link_sessions::{self as store, Change};
+use crate::db::{connections, events};
+use crate::domain::ids;
+use crate::domain::link_session::{Action, LinkSession, Provider, Status, Transition};
+use crate::domain::time::{self, Timestamp};
+use crate::error::ApiError;
+use crate::server::AppState;
+
+const PAGE_HTML: &str = include_str!("../assets/link.html");
+const MESSAGE_HTML: &str = include_str!("../assets/message.html");
+const PAGE_CSS: &str = include_str!("../assets/link.css");
+const PAGE_JS: &str = include_str!("../assets/link.js");
+
+/// Content-Security-Policy of the page: our own files plus exactly the
+/// provider origins their widgets need.
+pub const CSP: &str = "default-src 'none'; \
+    script-src 'self' https://cdn.plaid.com https://cdn.teller.io; \
+    style-src 'self' 'unsafe-inline'; \
+    img-src 'self' data:; \
+    connect-src 'self' https://production.plaid.com https://sandbox.plaid.com; \
+    frame-src https://cdn.plaid.com https://teller.io; \
+    frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// Headers every `/link/*` and `/_link/*` response carries.
+pub fn security_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add((header::CACHE_CONTROL, "no-store"))
+        .add((header::REFERRER_POLICY, "no-referrer"))
+        .add(("X-Robots-Tag", "noindex"))
+        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .add((header::CONTENT_SECURITY_POLICY, CSP))
+        .add((header::X_FRAME_OPTIONS, "DENY"))
+}
+
+/// Register the page, its assets and its JSON calls.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/assets")
+            .wrap(
+                DefaultHeaders::new()
+                    .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                    .add((header::CACHE_CONTROL, "public, max-age=300")),
+            )
+            .route(
+                "/link.css",
+                web::get().to(|| asset(PAGE_CSS, "text/css; charset=utf-8")),
+            )
+            .route(
+                "/link.js",
+                web::get().to(|| asset(PAGE_JS, "text/javascript; charset=utf-8")),
+            ),
+    )
+    .service(
+        web::scope("/link")
+            .wrap(security_headers())
+            .route("/{token}", web::get().to(page))
+            .default_service(web::to(|| async {
+                message_page(StatusCode::NOT_FOUND, NOT_VALID)
+            })),
+    )
+    .service(
+        web::scope("/_link/{token}")
+            .wrap(security_headers())
+            .route("/session", web::get().to(get_session))
+            .route("/providers", web::get().to(get_providers))
+            .route("/events", web::post().to(post_event))
+            .route("/cancel", web::post().to(post_cancel))
+            .route("/complete", web::post().to(post_complete))
+            .default_service(web::to(unknown_call)),
+    );
+}
+
+async fn asset(body: &'static str, content_type: &'static str) -> HttpResponse {
+    HttpResponse::Ok().content_type(content_type).body(body)
+}
+
+const NOT_VALID: (&str, &str) = (
+    "This link isn't valid",
+    "Check that you opened the whole link, or ask the person who sent it for a new one.",
+);
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn message_page(status: StatusCode, (title, message): (&str, &str)) -> HttpResponse {
+    let body = MESSAGE_HTML
+        .replace("{{title}}", &html_escape(title))
+        .replace("{{message}}", &html_escape(message));
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .body(body)
+}
+
+/// Look the token up; unknown → `None`. No database work for a malformed token.
+async fn lookup(state: &AppState, token: &str) -> Result<Option<LinkSession>, ApiError> {
+    if !ids::is_link_token(token) {
+        return Ok(None);
+    }
+    let hash = ids::sha256_hex(token);
+    Ok(state
+        .db
+        .read_async(move |c| store::get_by_token_hash(c, &hash))
+        .await?)
+}
+
+/// The token gate for `/_link`: a live session, or the error its state calls for.
+async fn gate(state: &AppState, token: &str) -> Result<LinkSession, ApiError> {
+    let session = lookup(state, token).await?.ok_or(ApiError::InvalidToken)?;
+    let now = time::now();
+    let status = session.status_at(now);
+    if status.is_terminal() {
+        return Err(ApiError::ended(status));
+    }
+    Ok(session.at(now))
+}
+
+async fn page(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(session) = lookup(&state, &path).await? else {
+        return Ok(message_page(StatusCode::NOT_FOUND, NOT_VALID));
+    };
+    let text = match session.status_at(time::now()) {
+        Status::Pending | Status::Active => {
+            return Ok(HttpResponse::Ok().content_type("text/html; charset=utf-8").body(PAGE_HTML));
+        }
+        Status::Expired => (
+            "This link has expired",
+            "Links only work for a short time. Ask the person who sent it for a new one.",
+        ),
+        Status::Completed | Status::Consumed => (
+            "This link was already used",
+            "Your bank connection was already set up with this link. You can close this window.",
+        ),
+        Status::Failed => (
+            "This link is no longer active",
+            "It was canceled. Ask the person who sent it for a new one if you still want to connect a bank.",
+        ),
+    };
+    Ok(message_page(StatusCode::GONE, text))
+}
+
+async fn unknown_call(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    gate(&state, &path).await?;
+    Err(ApiError::NotFound("page call".into()))
+}
+
+/// What `GET /_link/{token}/session` returns (no user or connection ids).
+#[derive(Serialize)]
+struct PageSession {
+    id: String,
+    short_id: String,
+    provider: &'static str,
+    action: Action,
+    single_use: bool,
+    label: String,
+    redirect_url: String,
+    status: Status,
+    result_connection_ids: Vec<String>,
+    connections: Vec<connections::Summary>,
+    #[serde(serialize_with = "time::ser")]
+    expires_at: Timestamp,
+    #[serde(serialize_with = "time::ser_opt")]
+    started_at: Option<Timestamp>,
+}
+
+async fn get_session(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let mut session = gate(&state, &path).await?;
+    if session.status == Status::Pending {
+        let id = session.id.clone();
+        let opened = state
+            .db
+            .write_async(move |tx| {
+                store::transition(tx, &id, Transition::Open, Change::default(), time::now())
+            })
+            .await?;
+        match opened {
+            Ok(s) => {
+                state.waiters.notify(&s.id);
+                session = s;
+            }
+            // Another tab opened it first: read it again through the gate.
+            Err(_) => session = gate(&state, &path).await?,
+        }
+    }
+    let ids = session.result_connection_ids.clone();
+    let conns = state
+        .db
+        .read_async(move |c| connections::summaries(c, &ids))
+        .await?;
+    Ok(HttpResponse::Ok().json(PageSession {
+        id: session.id,
+        short_id: session.short_id,
+        provider: crate::domain::link_session::provider_str(session.provider),
+        action: session.action,
+        single_use: session.single_use,
+        label: session.label,
+        redirect_url: session.redirect_url,
+        status: session.status,
+        result_connection_ids: session.result_connection_ids,
+        connections: conns,
+        expires_at: session.expires_at,
+        started_at: session.started_at,
+    }))
+}
+
+/// Providers this session may use: configured here, and the pinned one only.
+pub fn allowed_providers(state: &AppState, session: &LinkSession) -> Vec<Provider> {
+    state
+        .rules
+        .configured
+        .iter()
+        .copied()
+        .filter(|p| session.provider.is_none_or(|pinned| pinned == *p))
+        .collect()
+}
+
+async fn get_providers(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let session = gate(&state, &path).await?;
+    let list: Vec<_> = allowed_providers(&state, &session)
+        .into_iter()
+        .map(|p| json!({"name": p.as_str(), "display_name": p.display_name()}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "providers": list })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WidgetEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    provider: String,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+fn bounded(field: &str, v: Option<String>, max: usize) -> Result<String, ApiError> {
+    let v = v.unwrap_or_default();
+    if v.chars().count() > max {
+        return Err(ApiError::Validation(format!(
+            "{field}: must be at most {max} characters"
+        )));
+    }
+    Ok(v)
+}
+
+async fn post_event(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let session = gate(&state, &path).await?;
+    let body = read_body(&req, payload).await?;
+    let ev: WidgetEvent = crate::api::parse_json(&req, &body)?
+        .ok_or_else(|| ApiError::InvalidBody("a JSON object body is required".into()))?;
+    let kind = match ev.kind.as_str() {
+        "exit" => "widget.exit",
+        "error" => "widget.error",
+        other => {
+            return Err(ApiError::Validation(format!(
+                "type: must be \"exit\" or \"error\", got {other:?}"
+            )))
+        }
+    };
+    let provider = Provider::parse(&ev.provider).ok_or_else(|| {
+        ApiError::Validation(format!(
+            "provider: must be \"plaid\" or \"teller\", got {:?}",
+            ev.provider
+        ))
+    })?;
+    let detail = json!({
+        "provider": provider.as_str(),
+        "code": bounded("code", ev.code, 100)?,
+        "message": bounded("message", ev.message, 500)?,
+    });
+    let id = session.id;
+    state
+        .db
+        .write_async(move |tx| events::insert(tx, &id, kind, time::now(), &detail))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn post_cancel(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let session = gate(&state, &path).await?;
+    let body: CancelBody = optional_json(&req, payload).await?;
+    let reason = bounded("reason", body.reason, 200)?;
+    let mut detail = serde_json::Map::new();
+    detail.insert("by".into(), json!("person"));
+    let message = if reason.is_empty() {
+        "the person declined".to_owned()
+    } else {
+        reason
+    };
+    crate::api::link_sessions::fail_session(&state, session.id, "USER_CANCELED", message, detail)
+        .await?
+        .map_err(ApiError::from_refusal)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+async fn post_complete(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let session = gate(&state, &path).await?;
+    let _: Empty = optional_json(&req, payload).await?;
+    let id = session.id;
+    let s = state
+        .db
+        .write_async(move |tx| {
+            store::transition(
+                tx,
+                &id,
+                Transition::Complete,
+                Change::default(),
+                time::now(),
+            )
+        })
+        .await?
+        .map_err(ApiError::from_refusal)?;
+    state.waiters.notify(&s.id);
+    Ok(HttpResponse::NoContent().finish())
+}
