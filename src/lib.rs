@@ -6,11 +6,14 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod error;
 pub mod hosted;
+pub mod providers;
 pub mod server;
 pub mod waiters;
+pub mod webhooks;
 
 pub use server::build;

@@ -6,7 +6,10 @@ use rusqlite::Transaction;
 use super::{DbError, DbResult};
 
 /// Every migration in order; index + 1 is its version.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_outbox.sql"),
+];
 
 /// Apply whatever migrations this database has not seen yet.
 pub fn run(tx: &Transaction) -> DbResult<()> {

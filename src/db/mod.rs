@@ -6,6 +6,7 @@ pub mod connections;
 pub mod events;
 pub mod link_sessions;
 mod migrate;
+pub mod outbox;
 pub mod users;
 
 use std::path::Path;
