@@ -97,7 +97,10 @@ impl fmt::Debug for Cipher {
 /// The encryption key: `configured` when set, else the key file
 /// `<database file name>.key` next to the database, created (mode 0600)
 /// with a random key when absent.
-pub fn load_or_create_key(configured: Option<[u8; 32]>, db_path: &Path) -> Result<[u8; 32], String> {
+pub fn load_or_create_key(
+    configured: Option<[u8; 32]>,
+    db_path: &Path,
+) -> Result<[u8; 32], String> {
     if let Some(key) = configured {
         return Ok(key);
     }
@@ -196,7 +199,10 @@ mod tests {
         let blob = c.encrypt(b"access-sandbox-123", b"conn-1");
         assert_eq!(blob[0], VERSION);
         assert_eq!(blob.len(), 1 + NONCE_LEN + 18 + TAG_LEN);
-        assert_eq!(c.decrypt(&blob, b"conn-1"), Ok(b"access-sandbox-123".to_vec()));
+        assert_eq!(
+            c.decrypt(&blob, b"conn-1"),
+            Ok(b"access-sandbox-123".to_vec())
+        );
         // A fresh nonce each time.
         assert_ne!(blob, c.encrypt(b"access-sandbox-123", b"conn-1"));
     }
@@ -248,7 +254,10 @@ mod tests {
         let db = dir.path().join("bb.db");
         let first = load_or_create_key(None, &db).expect("create");
         let key_path = dir.path().join("bb.db.key");
-        let mode = fs::metadata(&key_path).expect("key file").permissions().mode();
+        let mode = fs::metadata(&key_path)
+            .expect("key file")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let text = fs::read_to_string(&key_path).expect("read");
         assert_eq!(text.trim(), hex::encode(first));

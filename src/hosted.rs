@@ -189,20 +189,11 @@ async fn get_session(
 ) -> Result<HttpResponse, ApiError> {
     let mut session = gate(&state, &path).await?;
     if session.status == Status::Pending {
-        let id = session.id.clone();
-        let opened = state
-            .db
-            .write_async(move |tx| {
-                store::transition(tx, &id, Transition::Open, Change::default(), time::now())
-            })
-            .await?;
-        match opened {
-            Ok(s) => {
-                state.waiters.notify(&s.id);
-                session = s;
-            }
+        match apply(&state, &session.id, Transition::Open, Change::default()).await {
+            Ok(s) => session = s,
             // Another tab opened it first: read it again through the gate.
-            Err(_) => session = gate(&state, &path).await?,
+            Err(ApiError::InvalidState(_)) => session = gate(&state, &path).await?,
+            Err(e) => return Err(e),
         }
     }
     let ids = session.result_connection_ids.clone();
@@ -332,9 +323,8 @@ async fn post_cancel(
     } else {
         reason
     };
-    crate::api::link_sessions::fail_session(&state, session.id, "USER_CANCELED", message, detail)
-        .await?
-        .map_err(ApiError::from_refusal)?;
+    let change = crate::api::link_sessions::failure("USER_CANCELED", message, detail);
+    apply(&state, &session.id, Transition::Fail, change).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -350,20 +340,25 @@ async fn post_complete(
 ) -> Result<HttpResponse, ApiError> {
     let session = gate(&state, &path).await?;
     let _: Empty = optional_json(&req, payload).await?;
-    let id = session.id;
+    apply(&state, &session.id, Transition::Complete, Change::default()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Run a transition as one compare-and-set; wake waiters and webhooks on
+/// success, or answer the error the session's state calls for.
+pub async fn apply(
+    state: &AppState,
+    session_id: &str,
+    t: Transition,
+    change: Change,
+) -> Result<LinkSession, ApiError> {
+    let id = session_id.to_owned();
+    let emit = state.db.emit();
     let s = state
         .db
-        .write_async(move |tx| {
-            store::transition(
-                tx,
-                &id,
-                Transition::Complete,
-                Change::default(),
-                time::now(),
-            )
-        })
+        .write_async(move |tx| store::transition(tx, &id, t, change, time::now(), emit))
         .await?
         .map_err(ApiError::from_refusal)?;
-    state.waiters.notify(&s.id);
-    Ok(HttpResponse::NoContent().finish())
+    state.changed(&s.id);
+    Ok(s)
 }

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::domain::link_session::{Provider, Rules};
 use crate::waiters::Waiters;
+use crate::webhooks::{self, WorkerHandle, WorkerOptions};
 use crate::{api, hosted};
 
 /// Shared state of every worker.
@@ -27,6 +28,8 @@ pub struct AppState {
     pub waiters: Arc<Waiters>,
     /// When each key's use was last written (throttles `last_used_at`).
     pub key_touches: Mutex<HashMap<String, i64>>,
+    /// The outbound webhook worker, when `[webhooks] url` is set.
+    pub webhooks: Option<WorkerHandle>,
 }
 
 impl AppState {
@@ -38,6 +41,15 @@ impl AppState {
             config,
             waiters: Arc::new(Waiters::default()),
             key_touches: Mutex::new(HashMap::new()),
+            webhooks: None,
+        }
+    }
+
+    /// A session changed: wake its long-poll waiters and the webhook worker.
+    pub fn changed(&self, session_id: &str) {
+        self.waiters.notify(session_id);
+        if let Some(w) = &self.webhooks {
+            w.wake();
         }
     }
 
@@ -133,8 +145,24 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Build the server on an already bound listener (port 0 in tests) and start
 /// its background tasks. Must be called inside a Tokio runtime.
 pub fn build(config: Config, db: Db, listener: TcpListener) -> std::io::Result<Server> {
-    let state = web::Data::new(AppState::new(config, db));
+    let db = db.with_webhooks(config.webhooks.url.is_some());
+    let mut state = AppState::new(config, db);
+    if let (Some(url), Some(secret)) = (
+        &state.config.webhooks.url,
+        state.config.webhooks.secret_bytes(),
+    ) {
+        let worker = webhooks::spawn(
+            state.db.clone(),
+            url.clone(),
+            secret,
+            WorkerOptions::default(),
+        )
+        .map_err(std::io::Error::other)?;
+        state.webhooks = Some(worker);
+    }
+    let state = web::Data::new(state);
     spawn_sweeper(state.clone().into_inner());
+    crate::waiters::spawn_cross_process_watch(state.waiters.clone(), &state.config.database.path);
     let data = state.clone();
     let server = HttpServer::new(move || {
         App::new()
@@ -147,8 +175,30 @@ pub fn build(config: Config, db: Db, listener: TcpListener) -> std::io::Result<S
     .client_disconnect_timeout(Duration::from_secs(2))
     .keep_alive(Duration::from_secs(30))
     .shutdown_timeout(5)
+    .disable_signals()
     .run();
+    spawn_signal_handler(server.handle(), state.waiters.clone());
     Ok(server)
+}
+
+/// On SIGTERM or SIGINT: answer every long-poll waiter, then stop gracefully
+/// (in-flight requests finish; at most 5 s).
+fn spawn_signal_handler(handle: actix_web::dev::ServerHandle, waiters: Arc<Waiters>) {
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            log::warn!("cannot listen for SIGTERM");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        log::info!("shutting down");
+        waiters.close();
+        handle.stop(true).await;
+    });
 }
 
 fn spawn_sweeper(state: Arc<AppState>) {
@@ -158,14 +208,18 @@ fn spawn_sweeper(state: Arc<AppState>) {
         loop {
             tick.tick().await;
             let now = crate::domain::time::now();
-            match state
+            let emit = state.db.emit();
+            let swept = state
                 .db
-                .write_async(move |tx| crate::db::link_sessions::expire_due(tx, now, 500))
-                .await
-            {
+                .write_async(move |tx| {
+                    crate::db::idempotency::prune(tx, now)?;
+                    crate::db::link_sessions::expire_due(tx, now, 500, emit)
+                })
+                .await;
+            match swept {
                 Ok(ids) => {
                     for id in &ids {
-                        state.waiters.notify(id);
+                        state.changed(id);
                     }
                     if !ids.is_empty() {
                         log::info!("marked {} link sessions expired", ids.len());

@@ -401,6 +401,24 @@ mod tests {
         assert_eq!(backoff_from(Duration::ZERO, 5), Duration::ZERO);
     }
 
+    #[tokio::test]
+    async fn failure_text_omits_the_url() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port");
+        let err = reqwest::Client::new()
+            .post(format!("http://{addr}/hook?token=sekrit"))
+            .send()
+            .await
+            .expect_err("nobody listens");
+        let text = describe(err);
+        assert!(text.starts_with("connection failed"), "{text}");
+        assert!(
+            !text.contains("sekrit") && !text.contains("/hook"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn too_old_after_three_days() {
         let day = 24 * 60 * 60;

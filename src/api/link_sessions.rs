@@ -1,17 +1,23 @@
 //! `/api/v1/connections/link`: mint, read, list, cancel and audit sessions.
 
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{entity_ref, parse_query, required_json};
+use super::idempotency::Produced;
+use super::{entity_ref, parse_json, parse_query, read_body};
 use crate::auth::Auth;
 use crate::db::link_sessions::{self as store, Change, ListFilter, Minter, NewSession};
 use crate::db::{events, users};
 use crate::domain::api_key::Scope;
 use crate::domain::ids::{self, EntityRef};
-use crate::domain::link_session::{Action, CreateRequest, LinkSession, Status, Transition};
+use crate::domain::link_session::{
+    Action, CreateRequest, LinkSession, Refusal, Status, Transition,
+};
 use crate::domain::time;
 use crate::error::ApiError;
 use crate::server::AppState;
@@ -46,33 +52,43 @@ pub struct Created<'a> {
     pub session: &'a LinkSession,
 }
 
-/// Mint a session for `new` and answer 201 with token and url.
+/// Mint a session and answer 201 with token and url (idempotently when the
+/// request carries an `Idempotency-Key`).
 pub async fn mint(
-    state: &web::Data<AppState>,
+    state: &AppState,
     req: &HttpRequest,
-    new: impl FnOnce(String) -> NewSession + Send + 'static,
+    auth: &Auth,
+    body: &[u8],
+    mut new: NewSession,
     user: EntityRef,
-    minter: Minter,
 ) -> Result<HttpResponse, ApiError> {
+    let idem = super::idempotency::from_request(req, body)?;
     let token = ids::new_link_token();
-    let mut new = new(ids::sha256_hex(&token));
-    let session = state
-        .db
-        .write_async(move |tx| {
-            let Some(u) = users::get(tx, &user)? else {
-                return Ok(Err(ApiError::NotFound("user".into())));
-            };
-            new.user_id = u.id;
-            store::insert(tx, new, &minter, time::now()).map(Ok)
-        })
-        .await??;
-    state.waiters.notify(&session.id);
+    new.token_hash = ids::sha256_hex(&token);
     let url = format!("{}/link/{token}", state.public_base(req));
-    Ok(HttpResponse::Created().json(Created {
-        token: &token,
-        url,
-        session: &session,
-    }))
+    let minter = Minter {
+        api_key_id: Some(auth.key.id.clone()),
+        name: auth.key.name.clone(),
+    };
+    super::idempotency::run(state, &auth.key.id, idem, move |tx| {
+        let Some(u) = users::get(tx, &user)? else {
+            return Ok(Err(ApiError::NotFound("user".into())));
+        };
+        new.user_id = u.id;
+        let session = store::insert(tx, new, &minter, time::now())?;
+        let body = serde_json::to_string(&Created {
+            token: &token,
+            url,
+            session: &session,
+        })
+        .map_err(|e| crate::db::DbError::Corrupt(e.to_string()))?;
+        Ok(Ok(Produced {
+            status: StatusCode::CREATED,
+            body,
+            session_id: session.id,
+        }))
+    })
+    .await
 }
 
 async fn create_link_session(
@@ -82,28 +98,20 @@ async fn create_link_session(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Scope::FullAccess)?;
-    let body: CreateRequest = required_json(&req, payload).await?;
-    let valid = state.rules.check_create(&body)?;
-    let user = EntityRef::parse(&body.user_id)
+    let body = read_body(&req, payload).await?;
+    let parsed: CreateRequest = parse_json(&req, &body)?
+        .ok_or_else(|| ApiError::InvalidBody("a JSON object body is required".into()))?;
+    let valid = state.rules.check_create(&parsed)?;
+    let user = EntityRef::parse(&parsed.user_id)
         .ok_or_else(|| ApiError::Validation("user_id: must be a user's UUID or short_id".into()))?;
-    let minter = Minter {
-        api_key_id: Some(auth.key.id.clone()),
-        name: auth.key.name.clone(),
+    let new = NewSession {
+        valid,
+        user_id: String::new(),
+        action: Action::Link,
+        connection_id: None,
+        token_hash: String::new(),
     };
-    mint(
-        &state,
-        &req,
-        move |token_hash| NewSession {
-            valid,
-            user_id: String::new(),
-            action: Action::Link,
-            connection_id: None,
-            token_hash,
-        },
-        user,
-        minter,
-    )
-    .await
+    mint(&state, &req, &auth, &body, new, user).await
 }
 
 async fn find(state: &AppState, raw: &str) -> Result<LinkSession, ApiError> {
@@ -116,12 +124,76 @@ async fn find(state: &AppState, raw: &str) -> Result<LinkSession, ApiError> {
         .ok_or_else(|| ApiError::NotFound("link session".into()))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetQuery {
+    wait: Option<String>,
+}
+
+/// Longest long-poll, in seconds.
+const MAX_WAIT: u64 = 60;
+
 async fn get_link_session(
     _auth: Auth,
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(find(&state, &path).await?))
+    let q: GetQuery = parse_query(&req)?;
+    let wait = q
+        .wait
+        .map(|w| {
+            w.parse::<u64>()
+                .ok()
+                .filter(|n| (1..=MAX_WAIT).contains(n))
+                .ok_or_else(|| {
+                    ApiError::Validation(format!("wait: must be 1 to 60 seconds, got {w:?}"))
+                })
+        })
+        .transpose()?;
+    let session = find(&state, &path).await?;
+    let session = match wait {
+        Some(secs) if !session.status.is_terminal() => {
+            long_poll(&state, session, Duration::from_secs(secs)).await?
+        }
+        _ => session,
+    };
+    Ok(HttpResponse::Ok().json(session))
+}
+
+/// Hold until the session's status or connections change, it expires, the
+/// server shuts down, or `wait` passes; then answer the current session.
+/// Only a `Notify` registration is held while waiting.
+async fn long_poll(
+    state: &AppState,
+    first: LinkSession,
+    wait: Duration,
+) -> Result<LinkSession, ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let sub = state.waiters.subscribe(&first.id);
+    let id = first.id.clone();
+    loop {
+        let notified = sub.notify().notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        // Read after registering, so a change in between is not missed.
+        let current = find(state, &id).await?;
+        let changed = current.status != first.status
+            || current.result_connection_ids != first.result_connection_ids;
+        if changed || current.status.is_terminal() || state.waiters.is_closing() {
+            return Ok(current);
+        }
+        let until_expiry = u64::try_from(current.expires_at - time::now()).unwrap_or(0);
+        let expiry = tokio::time::Instant::now() + Duration::from_secs(until_expiry);
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep_until(deadline.min(expiry)) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return find(state, &id).await;
+                }
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -216,60 +288,54 @@ async fn list_link_sessions(
     })))
 }
 
-/// Fail a live session with `code`; 409 when it has already ended.
-pub async fn fail_session(
-    state: &AppState,
-    id: String,
-    code: &'static str,
+/// The change that fails a session with `code`.
+pub fn failure(
+    code: &str,
     message: String,
     detail: serde_json::Map<String, serde_json::Value>,
-) -> Result<Result<LinkSession, crate::domain::link_session::Refusal>, ApiError> {
-    let change = Change {
+) -> Change {
+    Change {
         error: Some((code.into(), message)),
         detail,
         ..Change::default()
-    };
-    let out = state
-        .db
-        .write_async(move |tx| store::transition(tx, &id, Transition::Fail, change, time::now()))
-        .await?;
-    if let Ok(s) = &out {
-        state.waiters.notify(&s.id);
     }
-    Ok(out)
 }
 
 async fn cancel_link_session(
     auth: Auth,
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Scope::FullAccess)?;
-    let current = find(&state, &path).await?;
+    let body = read_body(&req, payload).await?;
+    let idem = super::idempotency::from_request(&req, &body)?;
+    let id = find(&state, &path).await?.id;
     let mut detail = serde_json::Map::new();
     detail.insert("by".into(), json!("agent"));
     detail.insert("api_key_id".into(), json!(auth.key.id));
-    match fail_session(
-        &state,
-        current.id,
-        "CANCELED",
-        "canceled by the agent".into(),
-        detail,
-    )
-    .await?
-    {
-        Ok(s) => Ok(HttpResponse::Ok().json(s)),
-        Err(r) => {
-            let status = match r {
-                crate::domain::link_session::Refusal::Ended(s)
-                | crate::domain::link_session::Refusal::WrongState(s) => s,
-            };
-            Err(ApiError::InvalidState(format!(
-                "the session has already ended ({})",
-                status.as_str()
-            )))
-        }
-    }
+    let change = failure("CANCELED", "canceled by the agent".into(), detail);
+    let emit = state.db.emit();
+    super::idempotency::run(&state, &auth.key.id, idem, move |tx| {
+        let s = match store::transition(tx, &id, Transition::Fail, change, time::now(), emit)? {
+            Ok(s) => s,
+            Err(Refusal::Ended(st) | Refusal::WrongState(st)) => {
+                return Ok(Err(ApiError::InvalidState(format!(
+                    "the session has already ended ({})",
+                    st.as_str()
+                ))))
+            }
+        };
+        let body =
+            serde_json::to_string(&s).map_err(|e| crate::db::DbError::Corrupt(e.to_string()))?;
+        Ok(Ok(Produced {
+            status: StatusCode::OK,
+            body,
+            session_id: s.id,
+        }))
+    })
+    .await
 }
 
 async fn list_link_session_events(

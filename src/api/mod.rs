@@ -2,6 +2,7 @@
 
 pub mod api_keys;
 pub mod health;
+pub mod idempotency;
 pub mod link_sessions;
 pub mod users;
 

@@ -69,3 +69,19 @@ pub fn list(
     let rows = stmt.query_map((user_id, status.map(ConnectionStatus::as_str)), from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// One connection by UUID or short id.
+pub fn get(
+    conn: &SqlConnection,
+    r: &crate::domain::ids::EntityRef,
+) -> DbResult<Option<Connection>> {
+    use rusqlite::OptionalExtension as _;
+    let (cond, val) = super::ref_clause(r);
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLS} FROM connections WHERE {cond}"),
+            [val],
+            from_row,
+        )
+        .optional()?)
+}

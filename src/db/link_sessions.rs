@@ -3,7 +3,9 @@
 use rusqlite::{Connection, OptionalExtension, Row, Transaction};
 use serde_json::json;
 
-use super::{events, parse_col, ref_clause, unique_short_id, DbError, DbResult};
+use super::{
+    connections, events, outbox, parse_col, ref_clause, unique_short_id, DbError, DbResult, Emit,
+};
 use crate::domain::ids::{new_uuid, EntityRef};
 use crate::domain::link_session::{
     provider_str, Action, LinkSession, Provider, Refusal, Status, Transition, ValidCreate,
@@ -215,6 +217,7 @@ pub fn transition(
     t: Transition,
     change: Change,
     now: Timestamp,
+    emit: Emit,
 ) -> DbResult<Result<LinkSession, Refusal>> {
     let from = t.from_states();
     let to = t.to_state();
@@ -264,7 +267,32 @@ pub fn transition(
         ));
     }
     record_events(tx, &current, t, &change, now)?;
+    if emit.webhooks {
+        queue_webhooks(tx, &current, t, change.connection_id.as_deref(), now)?;
+    }
     Ok(Ok(current))
+}
+
+/// Queue the outbound webhooks of a transition, in its transaction.
+fn queue_webhooks(
+    tx: &Transaction,
+    s: &LinkSession,
+    t: Transition,
+    connection_id: Option<&str>,
+    now: Timestamp,
+) -> DbResult<()> {
+    let data = serde_json::to_value(s).map_err(|e| DbError::Corrupt(e.to_string()))?;
+    if let (Transition::AddConnection { .. }, Some(cid)) = (t, connection_id) {
+        let mut with_conn = data.clone();
+        with_conn["connection"] = json!(connections::get(tx, &EntityRef::Uuid(cid.to_owned()))?);
+        outbox::enqueue(tx, "link_session.connection_added", &with_conn, now)?;
+    }
+    let status_changed = t == Transition::Open || s.status.is_terminal();
+    if status_changed {
+        let kind = format!("link_session.{}", s.status.as_str());
+        outbox::enqueue(tx, &kind, &data, now)?;
+    }
+    Ok(())
 }
 
 fn record_events(
@@ -302,7 +330,12 @@ fn record_events(
 
 /// Write `expired` on up to `batch` live sessions whose time has passed.
 /// Returns the ids that changed.
-pub fn expire_due(tx: &Transaction, now: Timestamp, batch: u32) -> DbResult<Vec<String>> {
+pub fn expire_due(
+    tx: &Transaction,
+    now: Timestamp,
+    batch: u32,
+    emit: Emit,
+) -> DbResult<Vec<String>> {
     let ids: Vec<String> = {
         let mut stmt = tx.prepare_cached(
             "SELECT id FROM link_sessions
@@ -313,7 +346,7 @@ pub fn expire_due(tx: &Transaction, now: Timestamp, batch: u32) -> DbResult<Vec<
     };
     let mut done = Vec::with_capacity(ids.len());
     for id in ids {
-        if transition(tx, &id, Transition::Expire, Change::default(), now)?.is_ok() {
+        if transition(tx, &id, Transition::Expire, Change::default(), now, emit)?.is_ok() {
             done.push(id);
         }
     }

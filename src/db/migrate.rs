@@ -9,6 +9,7 @@ use super::{DbError, DbResult};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_outbox.sql"),
+    include_str!("migrations/0003_idempotency.sql"),
 ];
 
 /// Apply whatever migrations this database has not seen yet.

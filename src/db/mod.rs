@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod connections;
 pub mod events;
+pub mod idempotency;
 pub mod link_sessions;
 mod migrate;
 pub mod outbox;
@@ -62,6 +63,15 @@ pub type DbResult<T> = Result<T, DbError>;
 pub struct Db {
     read: Pool<SqliteConnectionManager>,
     write: Pool<SqliteConnectionManager>,
+    emit: Emit,
+}
+
+/// What a state change must write besides itself (passed to every transition,
+/// so no caller can forget it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Emit {
+    /// Queue outbound webhooks in the same transaction.
+    pub webhooks: bool,
 }
 
 /// How long a connection waits on another process's lock before giving up.
@@ -96,9 +106,24 @@ impl Db {
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(30))
             .build(SqliteConnectionManager::file(path).with_init(init))?;
-        let db = Db { read, write };
+        let db = Db {
+            read,
+            write,
+            emit: Emit::default(),
+        };
         db.write(migrate::run)?;
         Ok(db)
+    }
+
+    /// This handle, queueing webhooks for state changes when `on`.
+    pub fn with_webhooks(mut self, on: bool) -> Self {
+        self.emit.webhooks = on;
+        self
+    }
+
+    /// What state changes made through this handle emit.
+    pub fn emit(&self) -> Emit {
+        self.emit
     }
 
     /// Run `f` on a read connection (blocking).

@@ -122,8 +122,12 @@ impl ProviderError {
                 ..
             } if !m.trim().is_empty() => return m.clone(),
             ProviderError::Api { .. } => "The bank connection service returned an error, try again",
-            ProviderError::Timeout => "The bank connection service took too long to answer, try again",
-            ProviderError::Transport(_) => "The bank connection service could not be reached, try again",
+            ProviderError::Timeout => {
+                "The bank connection service took too long to answer, try again"
+            }
+            ProviderError::Transport(_) => {
+                "The bank connection service could not be reached, try again"
+            }
             ProviderError::InvalidResponse(_) => {
                 "The bank connection service sent an unexpected answer, try again"
             }

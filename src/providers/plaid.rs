@@ -282,7 +282,9 @@ mod tests {
     #[test]
     fn api_error_without_body() {
         let e = api_error(502, b"<html>bad gateway</html>", &[]);
-        assert!(matches!(e, ProviderError::Api { status: 502, ref code, .. } if code == "HTTP_502"));
+        assert!(
+            matches!(e, ProviderError::Api { status: 502, ref code, .. } if code == "HTTP_502")
+        );
     }
 
     #[test]

@@ -16,15 +16,29 @@ fn serve_prints_a_bootstrap_key_once_and_it_works() {
     let dir = tempfile::tempdir().expect("dir");
     let db = dir.path().join("b.db");
     let mut server = BinServer::start(&db, &[], &[]);
-    let key = server.stdout_lines.iter().find(|l| l.starts_with("bb_")).cloned().expect("key printed");
-    assert!(server.stdout_lines.iter().any(|l| l.contains("X-API-Key")), "one line on how to use it");
+    let key = server
+        .stdout_lines
+        .iter()
+        .find(|l| l.starts_with("bb_"))
+        .cloned()
+        .expect("key printed");
+    assert!(
+        server.stdout_lines.iter().any(|l| l.contains("X-API-Key")),
+        "one line on how to use it"
+    );
     let status = reqwest::blocking_get_status(&format!("{}/api/v1/users", server.base), &key);
     assert_eq!(status, 200);
-    assert!(!server.logs().contains(&key), "the key never reaches the log");
+    assert!(
+        !server.logs().contains(&key),
+        "the key never reaches the log"
+    );
     assert!(server.terminate().success() || cfg!(not(unix)));
 
     let server = BinServer::start(&db, &[], &[]);
-    assert!(!server.stdout_lines.iter().any(|l| l.starts_with("bb_")), "printed only once");
+    assert!(
+        !server.stdout_lines.iter().any(|l| l.starts_with("bb_")),
+        "printed only once"
+    );
 }
 
 /// Tiny blocking HTTP helper so sync tests need no runtime.
@@ -38,13 +52,23 @@ mod reqwest {
 
     pub fn request(method: &str, url: &str, key: &str) -> (u16, String) {
         let rest = url.strip_prefix("http://").expect("http url");
-        let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).expect("path");
+        let (host, path) = rest
+            .split_once('/')
+            .map(|(h, p)| (h, format!("/{p}")))
+            .expect("path");
         let mut s = TcpStream::connect(host).expect("connect");
         write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n").expect("write");
         let mut out = String::new();
         s.read_to_string(&mut out).expect("read");
-        let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         (status, body)
     }
 }
@@ -54,9 +78,16 @@ fn config_errors_exit_2_naming_the_key() {
     let dir = tempfile::tempdir().expect("dir");
     let cfg = dir.path().join("breadbox.toml");
     std::fs::write(&cfg, "[server]\nlisten = \"127.0.0.1:0\"\nlisenn = 1\n").expect("write");
-    let out = run_bin(&["--config", cfg.to_str().unwrap_or(""), "users", "list"], &[]);
+    let out = run_bin(
+        &["--config", cfg.to_str().unwrap_or(""), "users", "list"],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("server.lisenn"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("server.lisenn"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let db = dir.path().join("x.db");
     let out = run_bin(
@@ -66,7 +97,15 @@ fn config_errors_exit_2_naming_the_key() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("BREADBOX_LIMITS_API_PER_MINUTE"));
 
-    let out = run_bin(&["--config", dir.path().join("missing.toml").to_str().unwrap_or(""), "users", "list"], &[]);
+    let out = run_bin(
+        &[
+            "--config",
+            dir.path().join("missing.toml").to_str().unwrap_or(""),
+            "users",
+            "list",
+        ],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -76,28 +115,98 @@ fn admin_commands_print_one_json_document_and_share_the_database_with_the_server
     let db = dir.path().join("b.db");
     let dbs = db.to_str().unwrap_or("").to_owned();
     let server = BinServer::start(&db, &[], &[]);
-    let key = server.stdout_lines.iter().find(|l| l.starts_with("bb_")).cloned().expect("key");
+    let key = server
+        .stdout_lines
+        .iter()
+        .find(|l| l.starts_with("bb_"))
+        .cloned()
+        .expect("key");
 
-    let out = run_bin(&["--database", &dbs, "--json", "users", "create", "--name", "Ana", "--email", "ana@example.com"], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_bin(
+        &[
+            "--database",
+            &dbs,
+            "--json",
+            "users",
+            "create",
+            "--name",
+            "Ana",
+            "--email",
+            "ana@example.com",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let user = stdout_json(&out);
     assert_eq!(user["name"], "Ana");
     let short = user["short_id"].as_str().unwrap_or("").to_owned();
 
     // The running server sees what the CLI wrote.
-    let (status, body) = reqwest::request("GET", &format!("{}/api/v1/users/{short}", server.base), &key);
+    let (status, body) = reqwest::request(
+        "GET",
+        &format!("{}/api/v1/users/{short}", server.base),
+        &key,
+    );
     assert_eq!(status, 200, "{body}");
 
-    let out = run_bin(&["--database", &dbs, "--json", "keys", "create", "--name", "bot", "--scope", "read_only"], &[]);
+    let out = run_bin(
+        &[
+            "--database",
+            &dbs,
+            "--json",
+            "keys",
+            "create",
+            "--name",
+            "bot",
+            "--scope",
+            "read_only",
+        ],
+        &[],
+    );
     let k = stdout_json(&out);
-    for f in ["id", "short_id", "name", "scope", "prefix", "key", "created_at"] {
+    for f in [
+        "id",
+        "short_id",
+        "name",
+        "scope",
+        "prefix",
+        "key",
+        "created_at",
+    ] {
         assert!(k.get(f).is_some(), "keys create prints {f}");
     }
-    let (status, _) = reqwest::request("GET", &format!("{}/api/v1/users", server.base), k["key"].as_str().unwrap_or(""));
+    let (status, _) = reqwest::request(
+        "GET",
+        &format!("{}/api/v1/users", server.base),
+        k["key"].as_str().unwrap_or(""),
+    );
     assert_eq!(status, 200);
 
-    let out = run_bin(&["--database", &dbs, "--json", "links", "create", "--user", &short, "--label", "CLI link", "--expires-in", "120"], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_bin(
+        &[
+            "--database",
+            &dbs,
+            "--json",
+            "links",
+            "create",
+            "--user",
+            &short,
+            "--label",
+            "CLI link",
+            "--expires-in",
+            "120",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let link = stdout_json(&out);
     let token = link["token"].as_str().unwrap_or("").to_owned();
     assert_eq!(link["url"], format!("http://127.0.0.1:8080/link/{token}"));
@@ -107,7 +216,8 @@ fn admin_commands_print_one_json_document_and_share_the_database_with_the_server
     // The page served by the running server accepts the CLI's token; the log hides it.
     let (status, _) = reqwest::request("GET", &format!("{}/link/{token}", server.base), "");
     assert_eq!(status, 200);
-    let (status, _) = reqwest::request("GET", &format!("{}/_link/{token}/session", server.base), "");
+    let (status, _) =
+        reqwest::request("GET", &format!("{}/_link/{token}/session", server.base), "");
     assert_eq!(status, 200);
     let logs = {
         let mut logs = server.logs();
@@ -120,29 +230,87 @@ fn admin_commands_print_one_json_document_and_share_the_database_with_the_server
         }
         logs
     };
-    assert!(logs.contains("/link/[redacted]") && logs.contains("/_link/[redacted]/session"), "{logs}");
+    assert!(
+        logs.contains("/link/[redacted]") && logs.contains("/_link/[redacted]/session"),
+        "{logs}"
+    );
     assert!(!logs.contains(&token), "token leaked into the log");
 
-    let out = run_bin(&["--database", &dbs, "--json", "links", "get", link["short_id"].as_str().unwrap_or("")], &[]);
+    let out = run_bin(
+        &[
+            "--database",
+            &dbs,
+            "--json",
+            "links",
+            "get",
+            link["short_id"].as_str().unwrap_or(""),
+        ],
+        &[],
+    );
     let got = stdout_json(&out);
     assert_eq!(got["status"], "active");
     assert!(got.get("token").is_none());
-    let out = run_bin(&["--database", &dbs, "--json", "links", "list", "--status", "active"], &[]);
+    let out = run_bin(
+        &[
+            "--database",
+            &dbs,
+            "--json",
+            "links",
+            "list",
+            "--status",
+            "active",
+        ],
+        &[],
+    );
     assert_eq!(stdout_json(&out)["sessions"][0]["id"], link["id"]);
     let out = run_bin(&["--database", &dbs, "--json", "users", "list"], &[]);
     assert_eq!(stdout_json(&out)["users"][0]["id"], user["id"]);
     let out = run_bin(&["--database", &dbs, "--json", "keys", "list"], &[]);
     let listed = stdout_json(&out);
-    assert!(!listed.to_string().contains(k["key"].as_str().unwrap_or("?")));
-    let out = run_bin(&["--database", &dbs, "--json", "keys", "revoke", k["short_id"].as_str().unwrap_or("")], &[]);
+    assert!(!listed
+        .to_string()
+        .contains(k["key"].as_str().unwrap_or("?")));
+    let out = run_bin(
+        &[
+            "--database",
+            &dbs,
+            "--json",
+            "keys",
+            "revoke",
+            k["short_id"].as_str().unwrap_or(""),
+        ],
+        &[],
+    );
     assert!(stdout_json(&out)["revoked_at"].is_string());
-    let (status, _) = reqwest::request("GET", &format!("{}/api/v1/users", server.base), k["key"].as_str().unwrap_or(""));
-    assert_eq!(status, 401, "revoked by the CLI, refused by the server at once");
+    let (status, _) = reqwest::request(
+        "GET",
+        &format!("{}/api/v1/users", server.base),
+        k["key"].as_str().unwrap_or(""),
+    );
+    assert_eq!(
+        status, 401,
+        "revoked by the CLI, refused by the server at once"
+    );
     let out = run_bin(&["--database", &dbs, "--json", "connections", "list"], &[]);
     assert_eq!(stdout_json(&out), json!({"connections": []}));
 
-    let out = run_bin(&["--database", &dbs, "links", "create", "--user", "ZZZZZZZZ"], &[]);
+    let out = run_bin(
+        &["--database", &dbs, "links", "create", "--user", "ZZZZZZZZ"],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(1));
-    let out = run_bin(&["--database", &dbs, "links", "create", "--user", &short, "--expires-in", "9999"], &[]);
+    let out = run_bin(
+        &[
+            "--database",
+            &dbs,
+            "links",
+            "create",
+            "--user",
+            &short,
+            "--expires-in",
+            "9999",
+        ],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2));
 }

@@ -16,7 +16,10 @@ async fn sixty_four_concurrent_mints_all_succeed() {
         assert_eq!(r.status, 201, "{}", r.text);
         ids.push(r.json["id"].as_str().unwrap_or("").to_owned());
     }
-    let paths: Vec<String> = ids.iter().map(|id| format!("/api/v1/connections/link/{id}")).collect();
+    let paths: Vec<String> = ids
+        .iter()
+        .map(|id| format!("/api/v1/connections/link/{id}"))
+        .collect();
     let reads = join_all(paths.iter().map(|p| app.get(p))).await;
     assert!(reads.iter().all(|r| r.status == 200));
     let list = app.get("/api/v1/connections/link?limit=200").await;
@@ -32,9 +35,22 @@ async fn thirty_two_concurrent_completes_record_one_transition() {
     let path = format!("/_link/{t}/complete");
     let results = join_all((0..32).map(|_| app.page_post(&path, None))).await;
     let wins = results.iter().filter(|r| r.status == 204).count();
-    let consumed = results.iter().filter(|r| r.status == 410 && r.code() == "CONSUMED").count();
+    let consumed = results
+        .iter()
+        .filter(|r| r.status == 410 && r.code() == "CONSUMED")
+        .count();
     assert_eq!((wins, consumed), (1, 31));
-    let ev = app.get(&format!("/api/v1/connections/link/{}/events", s["id"].as_str().unwrap_or(""))).await;
-    let completed = ev.json["events"].as_array().into_iter().flatten().filter(|e| e["type"] == "session.completed").count();
+    let ev = app
+        .get(&format!(
+            "/api/v1/connections/link/{}/events",
+            s["id"].as_str().unwrap_or("")
+        ))
+        .await;
+    let completed = ev.json["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["type"] == "session.completed")
+        .count();
     assert_eq!(completed, 1);
 }

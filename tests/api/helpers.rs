@@ -50,7 +50,10 @@ impl Resp {
 
     /// A header's value, or "".
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 }
 
@@ -82,8 +85,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
 
 /// Start the app on `config` (whose database lives in `dir`).
 pub async fn start(config: Config, dir: TempDir) -> TestApp {
-    let db = Db::open(&config.database.path, config.database.synchronous.as_pragma())
-        .expect("open database");
+    let db = Db::open(
+        &config.database.path,
+        config.database.synchronous.as_pragma(),
+    )
+    .expect("open database");
     let key = make_key(&db, "test-full", Scope::FullAccess);
     let read_key = make_key(&db, "test-read", Scope::ReadOnly);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -117,7 +123,12 @@ pub async fn read(res: reqwest::Response) -> Resp {
     let headers = res.headers().clone();
     let text = res.text().await.expect("body");
     let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Resp { status, headers, text, json }
+    Resp {
+        status,
+        headers,
+        text,
+        json,
+    }
 }
 
 impl TestApp {
@@ -133,7 +144,14 @@ impl TestApp {
 
     /// GET with `key`.
     pub async fn get_as(&self, path: &str, key: &str) -> Resp {
-        read(self.request(reqwest::Method::GET, path).header("X-API-Key", key).send().await.expect("send")).await
+        read(
+            self.request(reqwest::Method::GET, path)
+                .header("X-API-Key", key)
+                .send()
+                .await
+                .expect("send"),
+        )
+        .await
     }
 
     /// POST JSON with the full_access key.
@@ -182,7 +200,13 @@ impl TestApp {
 
     /// A page call: no API key.
     pub async fn page_get(&self, path: &str) -> Resp {
-        read(self.request(reqwest::Method::GET, path).send().await.expect("send")).await
+        read(
+            self.request(reqwest::Method::GET, path)
+                .send()
+                .await
+                .expect("send"),
+        )
+        .await
     }
 
     /// A page POST with a JSON body (or none).
@@ -252,6 +276,7 @@ pub struct BinServer {
     pub stdout_lines: Vec<String>,
     /// Everything printed on stderr so far (log lines), filled by a thread.
     pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    stdout: Option<mpsc::Receiver<String>>,
 }
 
 impl BinServer {
@@ -269,11 +294,17 @@ impl BinServer {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn breadbox");
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = log.clone();
+        let child = cmd.spawn().expect("spawn breadbox");
+        let mut server = BinServer {
+            child,
+            base: String::new(),
+            stdout_lines: Vec::new(),
+            stderr: std::sync::Arc::new(std::sync::Mutex::new(String::new())),
+            stdout: None,
+        };
+        let stdout = server.child.stdout.take().expect("stdout");
+        let stderr = server.child.stderr.take().expect("stderr");
+        let sink = server.stderr.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[breadbox] {line}");
@@ -291,15 +322,25 @@ impl BinServer {
                 }
             }
         });
-        let mut lines = Vec::new();
+        server.stdout = Some(rx);
+        server.wait_for_address();
+        server
+    }
+
+    fn wait_for_address(&mut self) {
+        let rx = self.stdout.as_ref().expect("stdout reader");
         loop {
-            let line = rx.recv_timeout(Duration::from_secs(20)).expect("server printed its address");
-            if let Some(addr) = line.strip_prefix("breadbox listening on ") {
-                let base = addr.trim().to_owned();
-                lines.push(line);
-                return BinServer { child, base, stdout_lines: lines, stderr: log };
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("server printed its address");
+            let done = line
+                .strip_prefix("breadbox listening on ")
+                .map(|a| a.trim().to_owned());
+            self.stdout_lines.push(line);
+            if let Some(base) = done {
+                self.base = base;
+                return;
             }
-            lines.push(line);
         }
     }
 
@@ -310,7 +351,10 @@ impl BinServer {
 
     /// Send SIGTERM and wait for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         self.child.wait().expect("wait")
     }
 }

@@ -23,8 +23,11 @@ const SESSION_FIELDS: [&str; 15] = [
 ];
 
 fn parse_time(v: &Value) -> time::OffsetDateTime {
-    time::OffsetDateTime::parse(v.as_str().expect("timestamp"), &time::format_description::well_known::Rfc3339)
-        .expect("RFC 3339")
+    time::OffsetDateTime::parse(
+        v.as_str().expect("timestamp"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("RFC 3339")
 }
 
 #[actix_web::test]
@@ -44,12 +47,20 @@ async fn mint_returns_the_seed_shape_with_token_and_url() {
     keys.sort_unstable();
     let mut expected: Vec<&str> = SESSION_FIELDS.iter().copied().chain(["url"]).collect();
     expected.sort_unstable();
-    assert_eq!(keys, expected, "exact field set (no connection_id/error fields on a link session)");
+    assert_eq!(
+        keys, expected,
+        "exact field set (no connection_id/error fields on a link session)"
+    );
     let token = s["token"].as_str().expect("token");
     assert_eq!(token.len(), 22);
-    assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert!(token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
     assert_eq!(s["url"], format!("{}/link/{token}", app.base));
-    assert_eq!(s["user_id"], user["id"], "user_id is the user's UUID even when given a short id");
+    assert_eq!(
+        s["user_id"], user["id"],
+        "user_id is the user's UUID even when given a short id"
+    );
     assert_eq!(s["provider"], "");
     assert_eq!(s["action"], "link");
     assert_eq!(s["status"], "pending");
@@ -69,7 +80,12 @@ async fn get_by_uuid_or_short_id_never_shows_the_token() {
     let app = spawn_app().await;
     let s = app.mint(json!({})).await;
     for id in [&s["id"], &s["short_id"]] {
-        let r = app.get(&format!("/api/v1/connections/link/{}", id.as_str().unwrap_or(""))).await;
+        let r = app
+            .get(&format!(
+                "/api/v1/connections/link/{}",
+                id.as_str().unwrap_or("")
+            ))
+            .await;
         assert_eq!(r.status, 200);
         assert_eq!(r.json["id"], s["id"]);
         assert!(r.json.get("token").is_none() && r.json.get("url").is_none());
@@ -77,7 +93,12 @@ async fn get_by_uuid_or_short_id_never_shows_the_token() {
     }
     let r = app.get("/api/v1/connections/link/nope").await;
     assert_eq!((r.status, r.code()), (404, "NOT_FOUND"));
-    let r = app.get(&format!("/api/v1/connections/link/{}", uuid::Uuid::new_v4())).await;
+    let r = app
+        .get(&format!(
+            "/api/v1/connections/link/{}",
+            uuid::Uuid::new_v4()
+        ))
+        .await;
     assert_eq!((r.status, r.code()), (404, "NOT_FOUND"));
 }
 
@@ -85,9 +106,18 @@ async fn get_by_uuid_or_short_id_never_shows_the_token() {
 async fn ttl_defaults_and_bounds() {
     let app = spawn_app().await;
     let user = app.create_user("Ana").await;
-    for (given, expected) in [(json!(0), Some(900)), (json!(1), Some(1)), (json!(3600), Some(3600)), (json!(3601), None), (json!(-1), None)] {
+    for (given, expected) in [
+        (json!(0), Some(900)),
+        (json!(1), Some(1)),
+        (json!(3600), Some(3600)),
+        (json!(3601), None),
+        (json!(-1), None),
+    ] {
         let r = app
-            .post("/api/v1/connections/link", &json!({"user_id": user["id"], "expires_in_seconds": given}))
+            .post(
+                "/api/v1/connections/link",
+                &json!({"user_id": user["id"], "expires_in_seconds": given}),
+            )
             .await;
         match expected {
             Some(ttl) => {
@@ -97,7 +127,10 @@ async fn ttl_defaults_and_bounds() {
             }
             None => {
                 assert_eq!((r.status, r.code()), (400, "VALIDATION_ERROR"), "{given}");
-                assert!(r.json["error"]["message"].as_str().unwrap_or("").contains("expires_in_seconds"));
+                assert!(r.json["error"]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("expires_in_seconds"));
             }
         }
     }
@@ -111,10 +144,17 @@ async fn configured_ttl_tightens_the_bounds() {
     })
     .await;
     let user = app.create_user("Ana").await;
-    let r = app.post("/api/v1/connections/link", &json!({"user_id": user["id"]})).await;
+    let r = app
+        .post("/api/v1/connections/link", &json!({"user_id": user["id"]}))
+        .await;
     let got = parse_time(&r.json["expires_at"]) - parse_time(&r.json["created_at"]);
     assert_eq!(got.whole_seconds(), 60);
-    let r = app.post("/api/v1/connections/link", &json!({"user_id": user["id"], "expires_in_seconds": 121})).await;
+    let r = app
+        .post(
+            "/api/v1/connections/link",
+            &json!({"user_id": user["id"], "expires_in_seconds": 121}),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (400, "VALIDATION_ERROR"));
 }
 
@@ -124,18 +164,58 @@ async fn body_validation_errors_and_nothing_written() {
     let user = app.create_user("Ana").await;
     let uid = user["id"].clone();
     let cases: Vec<(Value, &str, &str)> = vec![
-        (json!({"user_id": uid, "colour": "red"}), "VALIDATION_ERROR", "colour"),
+        (
+            json!({"user_id": uid, "colour": "red"}),
+            "VALIDATION_ERROR",
+            "colour",
+        ),
         (json!({}), "VALIDATION_ERROR", "user_id"),
-        (json!({"user_id": uid, "single_use": "yes"}), "VALIDATION_ERROR", "single_use"),
-        (json!({"user_id": uid, "expires_in_seconds": "60"}), "VALIDATION_ERROR", "expires_in_seconds"),
-        (json!({"user_id": uid, "expires_in_seconds": 1e30}), "VALIDATION_ERROR", "expires_in_seconds"),
-        (json!({"user_id": uid, "provider": "mx"}), "VALIDATION_ERROR", "provider"),
-        (json!({"user_id": uid, "label": "x".repeat(201)}), "VALIDATION_ERROR", "label"),
+        (
+            json!({"user_id": uid, "single_use": "yes"}),
+            "VALIDATION_ERROR",
+            "single_use",
+        ),
+        (
+            json!({"user_id": uid, "expires_in_seconds": "60"}),
+            "VALIDATION_ERROR",
+            "expires_in_seconds",
+        ),
+        (
+            json!({"user_id": uid, "expires_in_seconds": 1e30}),
+            "VALIDATION_ERROR",
+            "expires_in_seconds",
+        ),
+        (
+            json!({"user_id": uid, "provider": "mx"}),
+            "VALIDATION_ERROR",
+            "provider",
+        ),
+        (
+            json!({"user_id": uid, "label": "x".repeat(201)}),
+            "VALIDATION_ERROR",
+            "label",
+        ),
         (json!({"user_id": 5}), "VALIDATION_ERROR", "user_id"),
-        (json!({"user_id": "not an id"}), "VALIDATION_ERROR", "user_id"),
-        (json!({"user_id": uid, "redirect_url": "javascript:alert(1)"}), "VALIDATION_ERROR", "redirect_url"),
-        (json!({"user_id": uid, "redirect_url": "/relative"}), "VALIDATION_ERROR", "redirect_url"),
-        (json!({"user_id": uid, "redirect_url": "https://me:pw@example.com/"}), "VALIDATION_ERROR", "redirect_url"),
+        (
+            json!({"user_id": "not an id"}),
+            "VALIDATION_ERROR",
+            "user_id",
+        ),
+        (
+            json!({"user_id": uid, "redirect_url": "javascript:alert(1)"}),
+            "VALIDATION_ERROR",
+            "redirect_url",
+        ),
+        (
+            json!({"user_id": uid, "redirect_url": "/relative"}),
+            "VALIDATION_ERROR",
+            "redirect_url",
+        ),
+        (
+            json!({"user_id": uid, "redirect_url": "https://me:pw@example.com/"}),
+            "VALIDATION_ERROR",
+            "redirect_url",
+        ),
         (
             json!({"user_id": uid, "redirect_url": format!("https://example.com/{}", "a".repeat(2040))}),
             "VALIDATION_ERROR",
@@ -148,37 +228,85 @@ async fn body_validation_errors_and_nothing_written() {
         let r = app.post("/api/v1/connections/link", &body).await;
         assert_eq!((r.status, r.code()), (400, code), "{body}: {}", r.text);
         let msg = r.json["error"]["message"].as_str().unwrap_or("");
-        assert!(msg.contains(mention), "message {msg:?} should name {mention}");
+        assert!(
+            msg.contains(mention),
+            "message {msg:?} should name {mention}"
+        );
     }
-    let r = app.post_raw("/api/v1/connections/link", "application/json", b"{\"user_id\":".to_vec()).await;
+    let r = app
+        .post_raw(
+            "/api/v1/connections/link",
+            "application/json",
+            b"{\"user_id\":".to_vec(),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (400, "INVALID_BODY"));
-    let r = app.post_raw("/api/v1/connections/link", "application/json", Vec::new()).await;
+    let r = app
+        .post_raw("/api/v1/connections/link", "application/json", Vec::new())
+        .await;
     assert_eq!((r.status, r.code()), (400, "INVALID_BODY"));
-    let r = app.post_raw("/api/v1/connections/link", "text/plain", b"{}".to_vec()).await;
+    let r = app
+        .post_raw("/api/v1/connections/link", "text/plain", b"{}".to_vec())
+        .await;
     assert_eq!((r.status, r.code()), (415, "UNSUPPORTED_MEDIA_TYPE"));
-    let big = format!("{{\"user_id\":\"{}\",\"label\":\"{}\"}}", uid.as_str().unwrap_or(""), "x".repeat(70_000));
-    let r = app.post_raw("/api/v1/connections/link", "application/json", big.into_bytes()).await;
+    let big = format!(
+        "{{\"user_id\":\"{}\",\"label\":\"{}\"}}",
+        uid.as_str().unwrap_or(""),
+        "x".repeat(70_000)
+    );
+    let r = app
+        .post_raw(
+            "/api/v1/connections/link",
+            "application/json",
+            big.into_bytes(),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (413, "PAYLOAD_TOO_LARGE"));
-    let r = app.post("/api/v1/connections/link", &json!({"user_id": uuid::Uuid::new_v4().to_string()})).await;
+    let r = app
+        .post(
+            "/api/v1/connections/link",
+            &json!({"user_id": uuid::Uuid::new_v4().to_string()}),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (404, "NOT_FOUND"));
-    let r = app.post("/api/v1/connections/link", &json!({"user_id": "AAAAAAAA"})).await;
+    let r = app
+        .post("/api/v1/connections/link", &json!({"user_id": "AAAAAAAA"}))
+        .await;
     assert_eq!((r.status, r.code()), (404, "NOT_FOUND"));
 
     let list = app.get("/api/v1/connections/link").await;
-    assert_eq!(list.json["sessions"], json!([]), "no failed request wrote a session");
+    assert_eq!(
+        list.json["sessions"],
+        json!([]),
+        "no failed request wrote a session"
+    );
 }
 
 #[actix_web::test]
 async fn redirect_origin_allowlist() {
-    let app = spawn_app_with(|c| c.link.allowed_redirect_origins = vec!["https://agent.example".into()]).await;
+    let app =
+        spawn_app_with(|c| c.link.allowed_redirect_origins = vec!["https://agent.example".into()])
+            .await;
     let user = app.create_user("Ana").await;
     let ok = app
-        .post("/api/v1/connections/link", &json!({"user_id": user["id"], "redirect_url": "https://agent.example/cb?x=1"}))
+        .post(
+            "/api/v1/connections/link",
+            &json!({"user_id": user["id"], "redirect_url": "https://agent.example/cb?x=1"}),
+        )
         .await;
     assert_eq!(ok.status, 201, "{}", ok.text);
     assert_eq!(ok.json["redirect_url"], "https://agent.example/cb?x=1");
-    for bad in ["https://agent.example.evil.io/", "http://agent.example/", "https://evil.example/"] {
-        let r = app.post("/api/v1/connections/link", &json!({"user_id": user["id"], "redirect_url": bad})).await;
+    for bad in [
+        "https://agent.example.evil.io/",
+        "http://agent.example/",
+        "https://evil.example/",
+    ] {
+        let r = app
+            .post(
+                "/api/v1/connections/link",
+                &json!({"user_id": user["id"], "redirect_url": bad}),
+            )
+            .await;
         assert_eq!((r.status, r.code()), (400, "VALIDATION_ERROR"), "{bad}");
     }
 }
@@ -187,23 +315,47 @@ async fn redirect_origin_allowlist() {
 async fn pinned_provider_must_be_configured() {
     let app = spawn_app().await;
     let user = app.create_user("Ana").await;
-    let r = app.post("/api/v1/connections/link", &json!({"user_id": user["id"], "provider": "plaid"})).await;
+    let r = app
+        .post(
+            "/api/v1/connections/link",
+            &json!({"user_id": user["id"], "provider": "plaid"}),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (400, "PROVIDER_NOT_CONFIGURED"));
 
     let app = spawn_app_with(with_plaid).await;
     let user = app.create_user("Ana").await;
-    let r = app.post("/api/v1/connections/link", &json!({"user_id": user["id"], "provider": "plaid"})).await;
+    let r = app
+        .post(
+            "/api/v1/connections/link",
+            &json!({"user_id": user["id"], "provider": "plaid"}),
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.json["provider"], "plaid");
-    let r = app.post("/api/v1/connections/link", &json!({"user_id": user["id"], "provider": "teller"})).await;
+    let r = app
+        .post(
+            "/api/v1/connections/link",
+            &json!({"user_id": user["id"], "provider": "teller"}),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (400, "PROVIDER_NOT_CONFIGURED"));
 }
 
 #[actix_web::test]
 async fn url_uses_public_url_or_trusted_forwarded_headers() {
-    let app = spawn_app_with(|c| c.server.public_url = Some("https://bank.example.org/".parse().expect("url"))).await;
+    let app = spawn_app_with(|c| {
+        c.server.public_url = Some("https://bank.example.org/".parse().expect("url"))
+    })
+    .await;
     let s = app.mint(json!({})).await;
-    assert_eq!(s["url"], format!("https://bank.example.org/link/{}", s["token"].as_str().unwrap_or("")));
+    assert_eq!(
+        s["url"],
+        format!(
+            "https://bank.example.org/link/{}",
+            s["token"].as_str().unwrap_or("")
+        )
+    );
 
     let send = |app: &crate::helpers::TestApp, user: Value| {
         app.request(reqwest::Method::POST, "/api/v1/connections/link")
@@ -216,22 +368,44 @@ async fn url_uses_public_url_or_trusted_forwarded_headers() {
     let app = spawn_app().await;
     let user = app.create_user("Ana").await;
     let r = crate::helpers::read(send(&app, user).await.expect("send")).await;
-    assert!(r.json["url"].as_str().unwrap_or("").starts_with(&format!("{}/link/", app.base)), "{}", r.json["url"]);
+    assert!(
+        r.json["url"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with(&format!("{}/link/", app.base)),
+        "{}",
+        r.json["url"]
+    );
 
     let app = spawn_app_with(|c| c.server.trust_forwarded_headers = true).await;
     let user = app.create_user("Ana").await;
     let r = crate::helpers::read(send(&app, user).await.expect("send")).await;
-    assert!(r.json["url"].as_str().unwrap_or("").starts_with("https://proxy.example/link/"), "{}", r.json["url"]);
+    assert!(
+        r.json["url"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("https://proxy.example/link/"),
+        "{}",
+        r.json["url"]
+    );
 }
 
 #[actix_web::test]
 async fn api_key_errors_and_scopes() {
     let app = spawn_app().await;
-    let r = crate::helpers::read(app.request(reqwest::Method::GET, "/api/v1/users").send().await.expect("send")).await;
+    let r = crate::helpers::read(
+        app.request(reqwest::Method::GET, "/api/v1/users")
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
     assert_eq!((r.status, r.code()), (401, "MISSING_CREDENTIALS"));
     let r = app.get_as("/api/v1/users", "bb_notakey").await;
     assert_eq!((r.status, r.code()), (401, "INVALID_API_KEY"));
-    let r = app.get_as("/api/v1/users", &format!("bb_{}", "A".repeat(32))).await;
+    let r = app
+        .get_as("/api/v1/users", &format!("bb_{}", "A".repeat(32)))
+        .await;
     assert_eq!((r.status, r.code()), (401, "INVALID_API_KEY"));
     let bearer = crate::helpers::read(
         app.request(reqwest::Method::GET, "/api/v1/users")
@@ -243,7 +417,13 @@ async fn api_key_errors_and_scopes() {
     .await;
     assert_eq!(bearer.status, 200);
     let user = app.create_user("Ana").await;
-    let r = app.post_as("/api/v1/connections/link", &json!({"user_id": user["id"]}), &app.read_key).await;
+    let r = app
+        .post_as(
+            "/api/v1/connections/link",
+            &json!({"user_id": user["id"]}),
+            &app.read_key,
+        )
+        .await;
     assert_eq!((r.status, r.code()), (403, "INSUFFICIENT_SCOPE"));
     let r = app.get_as("/api/v1/connections/link", &app.read_key).await;
     assert_eq!(r.status, 200);
@@ -269,16 +449,36 @@ async fn expired_reads_expired_everywhere_before_the_sweeper() {
     // The sweeper's write: stored as expired, completed_at stays null, event recorded.
     let swept = app
         .db
-        .write(|tx| breadbox::db::link_sessions::expire_due(tx, breadbox::domain::time::now(), 100))
+        .write(|tx| {
+            breadbox::db::link_sessions::expire_due(
+                tx,
+                breadbox::domain::time::now(),
+                100,
+                Default::default(),
+            )
+        })
         .expect("sweep");
     assert_eq!(swept, vec![id.clone()]);
     let stored: (String, Option<i64>) = app
         .db
-        .read(|c| Ok(c.query_row("SELECT status, completed_at FROM link_sessions WHERE id = ?1", [&id], |r| Ok((r.get(0)?, r.get(1)?)))?))
+        .read(|c| {
+            Ok(c.query_row(
+                "SELECT status, completed_at FROM link_sessions WHERE id = ?1",
+                [&id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        })
         .expect("read");
     assert_eq!(stored, ("expired".to_owned(), None));
-    let ev = app.get(&format!("/api/v1/connections/link/{id}/events")).await;
-    let types: Vec<&str> = ev.json["events"].as_array().into_iter().flatten().filter_map(|e| e["type"].as_str()).collect();
+    let ev = app
+        .get(&format!("/api/v1/connections/link/{id}/events"))
+        .await;
+    let types: Vec<&str> = ev.json["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
     assert_eq!(types, ["session.created", "session.expired"]);
 }
 
@@ -290,17 +490,30 @@ async fn list_is_newest_first_with_filters_and_cursor() {
     let mut ids = Vec::new();
     for i in 0..5 {
         let user = if i % 2 == 0 { &ana } else { &bo };
-        let r = app.post("/api/v1/connections/link", &json!({"user_id": user["id"]})).await;
+        let r = app
+            .post("/api/v1/connections/link", &json!({"user_id": user["id"]}))
+            .await;
         ids.push(r.json["id"].clone());
     }
     let r = app.get("/api/v1/connections/link").await;
-    let got: Vec<Value> = r.json["sessions"].as_array().cloned().unwrap_or_default().iter().map(|s| s["id"].clone()).collect();
+    let got: Vec<Value> = r.json["sessions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| s["id"].clone())
+        .collect();
     let mut newest_first = ids.clone();
     newest_first.reverse();
     assert_eq!(got, newest_first);
     assert!(r.json["next_cursor"].is_null());
 
-    let r = app.get(&format!("/api/v1/connections/link?user_id={}", bo["short_id"].as_str().unwrap_or(""))).await;
+    let r = app
+        .get(&format!(
+            "/api/v1/connections/link?user_id={}",
+            bo["short_id"].as_str().unwrap_or("")
+        ))
+        .await;
     assert_eq!(r.json["sessions"].as_array().map(Vec::len), Some(2));
 
     let mut seen = Vec::new();
@@ -312,7 +525,14 @@ async fn list_is_newest_first_with_filters_and_cursor() {
         };
         let r = app.get(&path).await;
         assert_eq!(r.status, 200, "{}", r.text);
-        seen.extend(r.json["sessions"].as_array().cloned().unwrap_or_default().iter().map(|s| s["id"].clone()));
+        seen.extend(
+            r.json["sessions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|s| s["id"].clone()),
+        );
         match r.json["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
             None => break,
@@ -320,7 +540,14 @@ async fn list_is_newest_first_with_filters_and_cursor() {
     }
     assert_eq!(seen, newest_first);
 
-    for bad in ["limit=0", "limit=201", "limit=x", "status=done", "cursor=zzz", "colour=red"] {
+    for bad in [
+        "limit=0",
+        "limit=201",
+        "limit=x",
+        "status=done",
+        "cursor=zzz",
+        "colour=red",
+    ] {
         let r = app.get(&format!("/api/v1/connections/link?{bad}")).await;
         assert_eq!((r.status, r.code()), (400, "VALIDATION_ERROR"), "{bad}");
     }
@@ -330,7 +557,10 @@ async fn list_is_newest_first_with_filters_and_cursor() {
 async fn cancel_then_cancel_again() {
     let app = spawn_app().await;
     let s = app.mint(json!({})).await;
-    let path = format!("/api/v1/connections/link/{}/cancel", s["short_id"].as_str().unwrap_or(""));
+    let path = format!(
+        "/api/v1/connections/link/{}/cancel",
+        s["short_id"].as_str().unwrap_or("")
+    );
     let r = app.post_as(&path, &json!({}), &app.read_key).await;
     assert_eq!((r.status, r.code()), (403, "INSUFFICIENT_SCOPE"));
     let r = app.post(&path, &json!({})).await;
@@ -341,7 +571,12 @@ async fn cancel_then_cancel_again() {
     assert!(r.json["completed_at"].is_string());
     let r = app.post(&path, &json!({})).await;
     assert_eq!((r.status, r.code()), (409, "INVALID_STATE"));
-    let r = app.page_get(&format!("/_link/{}/session", s["token"].as_str().unwrap_or(""))).await;
+    let r = app
+        .page_get(&format!(
+            "/_link/{}/session",
+            s["token"].as_str().unwrap_or("")
+        ))
+        .await;
     assert_eq!((r.status, r.code()), (410, "GONE"));
 }
 
