@@ -13,7 +13,7 @@ use crate::db::link_sessions::{self as sessions, Minter, NewSession};
 use crate::db::{self, api_keys, users, Db};
 use crate::domain::api_key::{CreateApiKey, Scope};
 use crate::domain::ids::{self, EntityRef};
-use crate::domain::link_session::{Action, CreateRequest};
+use crate::domain::link_session::{Action, CreateRequest, LinkSession, Status, Transition};
 use crate::domain::time;
 use crate::domain::user::CreateUser;
 use crate::error::ApiError;
@@ -109,6 +109,11 @@ pub enum LinksCommand {
         /// The session's UUID or short id.
         id: String,
     },
+    /// Cancel a live session (it becomes failed / CANCELED).
+    Cancel {
+        /// The session's UUID or short id.
+        id: String,
+    },
     /// List sessions, newest first.
     List {
         /// Only this status.
@@ -144,6 +149,16 @@ pub struct LinkCreateArgs {
     /// Seconds until the link expires (default 900, at most 3600).
     #[arg(long, value_name = "SECS")]
     pub expires_in: Option<i64>,
+    /// Follow the session until it ends, printing each change (exit 0 on
+    /// completed/consumed, 1 on failed/expired, 4 on --timeout).
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds (default: until the link expires).
+    #[arg(long, value_name = "SECS", requires = "wait")]
+    pub timeout: Option<u64>,
+    /// Also print the URL as a QR code, for opening it on a phone.
+    #[arg(long)]
+    pub qr: bool,
 }
 
 /// `breadbox connections …`
@@ -340,6 +355,36 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Links(LinksCommand::Cancel { id }) => {
+            let r = entity(id, "id")?;
+            let emit = db.emit();
+            let s = db.write(|tx| {
+                let Some(s) = sessions::get(tx, &r)? else { return Ok(None) };
+                let mut detail = serde_json::Map::new();
+                detail.insert("by".into(), json!("cli"));
+                let change = crate::api::link_sessions::failure(
+                    "CANCELED",
+                    "canceled from the command line".into(),
+                    detail,
+                );
+                sessions::transition(tx, &s.id, Transition::Fail, change, time::now(), emit).map(Some)
+            })?;
+            match s {
+                None => Err(not_found("link session")),
+                Some(Err(refusal)) => Err(Failure {
+                    message: format!("cannot cancel: {}", ApiError::from_refusal(refusal).message()),
+                    code: 1,
+                }),
+                Some(Ok(s)) => {
+                    if json {
+                        print_json(&s);
+                    } else {
+                        println!("canceled {}", s.short_id);
+                    }
+                    Ok(())
+                }
+            }
+        }
         Command::Links(LinksCommand::List {
             status,
             user,
@@ -434,11 +479,7 @@ fn create_link(db: &Db, config: &Config, args: &LinkCreateArgs, json: bool) -> R
         .unwrap_or_else(|| format!("http://{}", config.server.listen));
     let url = format!("{base}/link/{token}");
     if json {
-        print_json(&Created {
-            token: &token,
-            url,
-            session: &session,
-        });
+        print_json(&Created { token: &token, url: url.clone(), session: &session });
     } else {
         println!("{url}");
         eprintln!(
@@ -448,7 +489,74 @@ fn create_link(db: &Db, config: &Config, args: &LinkCreateArgs, json: bool) -> R
             time::rfc3339(session.expires_at)
         );
     }
+    if args.qr {
+        let code = qr_text(&url)?;
+        if json {
+            eprintln!("{code}");
+        } else {
+            println!("{code}");
+        }
+    }
+    if args.wait {
+        return follow(db, session, args.timeout, json);
+    }
     Ok(())
+}
+
+/// A QR code of `text` drawn with Unicode half blocks.
+fn qr_text(text: &str) -> Result<String, Failure> {
+    let code = qrcode::QrCode::new(text.as_bytes())
+        .map_err(|e| Failure { message: format!("cannot draw a QR code: {e}"), code: 1 })?;
+    Ok(code
+        .render::<qrcode::render::unicode::Dense1x2>()
+        .dark_color(qrcode::render::unicode::Dense1x2::Light)
+        .light_color(qrcode::render::unicode::Dense1x2::Dark)
+        .build())
+}
+
+/// How often `--wait` reads the session.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Follow a session until it ends: print each change; exit 0 for
+/// completed/consumed, 1 for failed/expired, 4 when `timeout` passes.
+fn follow(db: &Db, first: LinkSession, timeout: Option<u64>, json: bool) -> Result<(), Failure> {
+    let deadline = timeout.map(|t| std::time::Instant::now() + std::time::Duration::from_secs(t));
+    let id = EntityRef::Uuid(first.id.clone());
+    let mut last = (first.status, first.result_connection_ids.len());
+    if !json {
+        eprintln!("waiting for {} (status {})…", first.short_id, first.status.as_str());
+    }
+    loop {
+        let s = db
+            .read(|c| sessions::get(c, &id))?
+            .ok_or_else(|| not_found("link session"))?
+            .at(time::now());
+        let now = (s.status, s.result_connection_ids.len());
+        if now != last {
+            last = now;
+            if json {
+                print_json(&s);
+            } else {
+                println!(
+                    "{} {} connections={}",
+                    time::rfc3339(time::now()),
+                    s.status.as_str(),
+                    s.result_connection_ids.len()
+                );
+            }
+        }
+        match s.status {
+            Status::Completed | Status::Consumed => return Ok(()),
+            Status::Failed | Status::Expired => {
+                return Err(Failure { message: format!("the link ended {}", s.status.as_str()), code: 1 })
+            }
+            Status::Pending | Status::Active => {}
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return Err(Failure { message: "gave up waiting (--timeout)".into(), code: 4 });
+        }
+        std::thread::sleep(FOLLOW_EVERY);
+    }
 }
 
 fn print_session_row(s: &crate::domain::link_session::LinkSession) {
