@@ -359,7 +359,9 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
             let r = entity(id, "id")?;
             let emit = db.emit();
             let s = db.write(|tx| {
-                let Some(s) = sessions::get(tx, &r)? else { return Ok(None) };
+                let Some(s) = sessions::get(tx, &r)? else {
+                    return Ok(None);
+                };
                 let mut detail = serde_json::Map::new();
                 detail.insert("by".into(), json!("cli"));
                 let change = crate::api::link_sessions::failure(
@@ -367,12 +369,16 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
                     "canceled from the command line".into(),
                     detail,
                 );
-                sessions::transition(tx, &s.id, Transition::Fail, change, time::now(), emit).map(Some)
+                sessions::transition(tx, &s.id, Transition::Fail, change, time::now(), emit)
+                    .map(Some)
             })?;
             match s {
                 None => Err(not_found("link session")),
                 Some(Err(refusal)) => Err(Failure {
-                    message: format!("cannot cancel: {}", ApiError::from_refusal(refusal).message()),
+                    message: format!(
+                        "cannot cancel: {}",
+                        ApiError::from_refusal(refusal).message()
+                    ),
                     code: 1,
                 }),
                 Some(Ok(s)) => {
@@ -479,7 +485,11 @@ fn create_link(db: &Db, config: &Config, args: &LinkCreateArgs, json: bool) -> R
         .unwrap_or_else(|| format!("http://{}", config.server.listen));
     let url = format!("{base}/link/{token}");
     if json {
-        print_json(&Created { token: &token, url: url.clone(), session: &session });
+        print_json(&Created {
+            token: &token,
+            url: url.clone(),
+            session: &session,
+        });
     } else {
         println!("{url}");
         eprintln!(
@@ -505,8 +515,10 @@ fn create_link(db: &Db, config: &Config, args: &LinkCreateArgs, json: bool) -> R
 
 /// A QR code of `text` drawn with Unicode half blocks.
 fn qr_text(text: &str) -> Result<String, Failure> {
-    let code = qrcode::QrCode::new(text.as_bytes())
-        .map_err(|e| Failure { message: format!("cannot draw a QR code: {e}"), code: 1 })?;
+    let code = qrcode::QrCode::new(text.as_bytes()).map_err(|e| Failure {
+        message: format!("cannot draw a QR code: {e}"),
+        code: 1,
+    })?;
     Ok(code
         .render::<qrcode::render::unicode::Dense1x2>()
         .dark_color(qrcode::render::unicode::Dense1x2::Light)
@@ -524,7 +536,11 @@ fn follow(db: &Db, first: LinkSession, timeout: Option<u64>, json: bool) -> Resu
     let id = EntityRef::Uuid(first.id.clone());
     let mut last = (first.status, first.result_connection_ids.len());
     if !json {
-        eprintln!("waiting for {} (status {})…", first.short_id, first.status.as_str());
+        eprintln!(
+            "waiting for {} (status {})…",
+            first.short_id,
+            first.status.as_str()
+        );
     }
     loop {
         let s = db
@@ -548,12 +564,18 @@ fn follow(db: &Db, first: LinkSession, timeout: Option<u64>, json: bool) -> Resu
         match s.status {
             Status::Completed | Status::Consumed => return Ok(()),
             Status::Failed | Status::Expired => {
-                return Err(Failure { message: format!("the link ended {}", s.status.as_str()), code: 1 })
+                return Err(Failure {
+                    message: format!("the link ended {}", s.status.as_str()),
+                    code: 1,
+                })
             }
             Status::Pending | Status::Active => {}
         }
         if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-            return Err(Failure { message: "gave up waiting (--timeout)".into(), code: 4 });
+            return Err(Failure {
+                message: "gave up waiting (--timeout)".into(),
+                code: 4,
+            });
         }
         std::thread::sleep(FOLLOW_EVERY);
     }

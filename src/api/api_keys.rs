@@ -1,10 +1,11 @@
 //! `/api/v1/api-keys`: list, create and revoke keys (full_access only).
 
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{entity_ref, required_json};
+use super::{entity_ref, required_json, route, RouteEntry};
 use crate::auth::Auth;
 use crate::db::api_keys;
 use crate::domain::api_key::{ApiKey, CreateApiKey, Scope};
@@ -12,14 +13,13 @@ use crate::domain::time;
 use crate::error::ApiError;
 use crate::server::AppState;
 
-/// Register the routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api-keys")
-            .route(web::get().to(list_api_keys))
-            .route(web::post().to(create_api_key)),
-    )
-    .route("/api-keys/{id}", web::delete().to(revoke_api_key));
+/// The routes of this module.
+pub fn routes() -> Vec<RouteEntry> {
+    vec![
+        route(Method::GET, "/api-keys", list_api_keys),
+        route(Method::POST, "/api-keys", create_api_key),
+        route(Method::DELETE, "/api-keys/{id}", revoke_api_key),
+    ]
 }
 
 /// A key as created: the listing shape plus the key, shown once.

@@ -1,4 +1,4 @@
-//! Liveness, readiness and version.
+//! Liveness, readiness, version and the OpenAPI document.
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
@@ -9,7 +9,17 @@ use crate::server::AppState;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/health/live", web::get().to(live))
         .route("/health/ready", web::get().to(ready))
-        .route("/version", web::get().to(version));
+        .route("/version", web::get().to(version))
+        .route("/openapi.json", web::get().to(openapi));
+}
+
+/// The OpenAPI 3.1 description of every `/api/v1` route.
+pub const OPENAPI: &str = include_str!("../../assets/openapi.json");
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
 }
 
 async fn live() -> HttpResponse {

@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::idempotency::Produced;
-use super::{entity_ref, parse_json, parse_query, read_body};
+use super::{entity_ref, parse_json, parse_query, read_body, route, RouteEntry};
 use crate::auth::Auth;
 use crate::db::link_sessions::{self as store, Change, ListFilter, Minter, NewSession};
 use crate::db::{events, users};
@@ -22,22 +22,23 @@ use crate::domain::time;
 use crate::error::ApiError;
 use crate::server::AppState;
 
-/// Register the routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/connections/link")
-            .route(web::post().to(create_link_session))
-            .route(web::get().to(list_link_sessions)),
-    )
-    .route("/connections/link/{id}", web::get().to(get_link_session))
-    .route(
-        "/connections/link/{id}/cancel",
-        web::post().to(cancel_link_session),
-    )
-    .route(
-        "/connections/link/{id}/events",
-        web::get().to(list_link_session_events),
-    );
+/// The routes of this module.
+pub fn routes() -> Vec<RouteEntry> {
+    vec![
+        route(Method::POST, "/connections/link", create_link_session),
+        route(Method::GET, "/connections/link", list_link_sessions),
+        route(Method::GET, "/connections/link/{id}", get_link_session),
+        route(
+            Method::POST,
+            "/connections/link/{id}/cancel",
+            cancel_link_session,
+        ),
+        route(
+            Method::GET,
+            "/connections/link/{id}/events",
+            list_link_session_events,
+        ),
+    ]
 }
 
 /// The create response: the session plus its one-time `token` and `url`.

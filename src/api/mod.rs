@@ -1,13 +1,14 @@
 //! The JSON API under `/api/v1`, plus health and version routes.
 
 pub mod api_keys;
+pub mod connections;
 pub mod health;
 pub mod idempotency;
 pub mod link_sessions;
 pub mod users;
 
-use actix_web::http::header;
-use actix_web::{web, HttpRequest};
+use actix_web::http::{header, Method};
+use actix_web::{web, FromRequest, Handler, HttpRequest, Responder, Route};
 use futures_util::StreamExt as _;
 use serde::de::DeserializeOwned;
 
@@ -16,15 +17,37 @@ use crate::error::ApiError;
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// One `/api/v1` route: method, path (relative to `/api/v1`) and handler.
+pub type RouteEntry = (Method, &'static str, Route);
+
+/// A route entry whose method guard is built from `method`.
+pub fn route<F, Args>(method: Method, path: &'static str, handler: F) -> RouteEntry
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    (method.clone(), path, web::method(method).to(handler))
+}
+
+/// Every `/api/v1` route, in matching order (`/connections/link` before
+/// `/connections/{id}`). The OpenAPI test compares this list with the document.
+pub fn routes() -> Vec<RouteEntry> {
+    let mut all = link_sessions::routes();
+    all.extend(connections::routes());
+    all.extend(users::routes());
+    all.extend(api_keys::routes());
+    all
+}
+
 /// Register every `/api/v1` route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/api/v1")
-            .configure(link_sessions::configure)
-            .configure(users::configure)
-            .configure(api_keys::configure)
-            .default_service(web::to(not_found)),
-    );
+    let scope = routes()
+        .into_iter()
+        .fold(web::scope("/api/v1"), |scope, (_, path, route)| {
+            scope.route(path, route)
+        });
+    cfg.service(scope.default_service(web::to(not_found)));
 }
 
 /// The JSON 404 for unknown routes.

@@ -1,9 +1,10 @@
 //! `/api/v1/users`: household members.
 
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::{entity_ref, required_json};
+use super::{entity_ref, required_json, route, RouteEntry};
 use crate::auth::Auth;
 use crate::db::users;
 use crate::domain::api_key::Scope;
@@ -12,14 +13,13 @@ use crate::domain::user::CreateUser;
 use crate::error::ApiError;
 use crate::server::AppState;
 
-/// Register the routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/users")
-            .route(web::get().to(list_users))
-            .route(web::post().to(create_user)),
-    )
-    .route("/users/{id}", web::get().to(get_user));
+/// The routes of this module.
+pub fn routes() -> Vec<RouteEntry> {
+    vec![
+        route(Method::GET, "/users", list_users),
+        route(Method::POST, "/users", create_user),
+        route(Method::GET, "/users/{id}", get_user),
+    ]
 }
 
 async fn list_users(_auth: Auth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

@@ -85,3 +85,32 @@ pub fn get(
         )
         .optional()?)
 }
+
+/// Mark a connection disconnected and wipe its credential, returning the
+/// updated connection and the credential it had (for telling the provider).
+pub fn disconnect(
+    tx: &rusqlite::Transaction,
+    r: &crate::domain::ids::EntityRef,
+    now: crate::domain::time::Timestamp,
+) -> DbResult<Option<(Connection, Option<Vec<u8>>)>> {
+    use rusqlite::OptionalExtension as _;
+    let (cond, val) = super::ref_clause(r);
+    let Some((id, credential)) = tx
+        .query_row(
+            &format!("SELECT id, credential FROM connections WHERE {cond}"),
+            [val],
+            |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<Vec<u8>>>(1)?)),
+        )
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    tx.execute(
+        "UPDATE connections SET status = 'disconnected', credential = NULL, updated_at = ?2
+         WHERE id = ?1 AND status != 'disconnected'",
+        (&id, now),
+    )?;
+    let conn = get(tx, &crate::domain::ids::EntityRef::Uuid(id))?
+        .ok_or_else(|| super::DbError::Corrupt("connection vanished".into()))?;
+    Ok(Some((conn, credential)))
+}
