@@ -1,8 +1,518 @@
-//! Bank-linking flows that span the providers and the database.
+//! Bank-linking flows that span the providers and the database: starting a
+//! widget, exchanging its result for a stored connection, re-authentication,
+//! and telling a provider that a connection is gone.
 
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::crypto::{self, Cipher};
+use crate::db::connections::{self, Credential, NewConnection};
+use crate::db::link_sessions::{self as store, Change};
+use crate::db::{events, meta, Db};
 use crate::domain::connection::Connection;
+use crate::domain::ids::new_uuid;
+use crate::domain::link_session::{Action, LinkSession, Provider, Transition};
+use crate::domain::time;
+use crate::error::ApiError;
+use crate::providers::{ClientOptions, ProviderError, Providers};
 use crate::server::AppState;
+
+/// Provider clients plus the key that seals their credentials.
+#[derive(Debug)]
+pub struct Bank {
+    /// Clients for the configured providers.
+    pub providers: Providers,
+    /// Seals access tokens at rest.
+    pub cipher: Cipher,
+}
+
+const KEY_CHECK: &str = "encryption_key_check";
+const KEY_CHECK_PLAINTEXT: &[u8] = b"breadbox encryption key check";
+
+/// Load the encryption key (creating the key file on first start), check it
+/// against the database, and build the provider clients. Any problem stops
+/// the server with a message that says what to fix.
+pub fn setup(config: &Config, db: &Db, opts: &ClientOptions) -> Result<Bank, String> {
+    let key = crypto::load_or_create_key(
+        config.security.key_bytes(),
+        Path::new(&config.database.path),
+    )?;
+    let cipher = Cipher::new(&key);
+    db.write(|tx| match meta::get(tx, KEY_CHECK)? {
+        Some(sealed) => Ok(cipher.decrypt(&sealed, KEY_CHECK.as_bytes()).is_ok()),
+        None => {
+            meta::put(
+                tx,
+                KEY_CHECK,
+                &cipher.encrypt(KEY_CHECK_PLAINTEXT, KEY_CHECK.as_bytes()),
+            )?;
+            Ok(true)
+        }
+    })
+    .map_err(|e| format!("checking the encryption key: {e}"))
+    .and_then(|ok| {
+        ok.then_some(()).ok_or_else(|| {
+            "the encryption key does not match the one this database was written with \
+             ([security] encryption_key or the key file next to the database); \
+             refusing to start rather than lose the stored bank credentials"
+                .to_owned()
+        })
+    })?;
+    let providers =
+        Providers::with_options(&config.plaid, &config.teller, opts).map_err(|e| e.to_string())?;
+    Ok(Bank { providers, cipher })
+}
+
+fn provider_failed(provider: Provider, e: &ProviderError) -> ApiError {
+    log::warn!("{} call failed: {e}", provider.as_str());
+    ApiError::Provider(e.public_message())
+}
+
+fn not_configured(p: Provider) -> ApiError {
+    ApiError::ProviderNotConfigured(p.as_str().into())
+}
+
+/// The session may use `p`: pinned sessions only their provider (403), and
+/// only providers configured here (400).
+pub fn check_provider(
+    state: &AppState,
+    session: &LinkSession,
+    p: Provider,
+) -> Result<(), ApiError> {
+    if session.provider.is_some_and(|pinned| pinned != p) {
+        return Err(ApiError::Forbidden(format!(
+            "this link is for {} only",
+            session.provider.map_or("", Provider::display_name)
+        )));
+    }
+    if !state.rules.configured.contains(&p) {
+        return Err(not_configured(p));
+    }
+    Ok(())
+}
+
+/// The plaintext access token of a connection.
+fn open_credential(
+    state: &AppState,
+    connection_id: &str,
+    c: &Credential,
+) -> Result<String, ApiError> {
+    let plain = state
+        .bank
+        .cipher
+        .decrypt(&c.sealed, connection_id.as_bytes())
+        .map_err(|e| {
+            ApiError::Internal(format!(
+                "cannot decrypt the credential of {connection_id}: {e:?}"
+            ))
+        })?;
+    String::from_utf8(plain)
+        .map_err(|_| ApiError::Internal(format!("credential of {connection_id} is not text")))
+}
+
+async fn relink_credential(
+    state: &AppState,
+    session: &LinkSession,
+) -> Result<(String, Credential), ApiError> {
+    let id = session
+        .connection_id
+        .clone()
+        .ok_or_else(|| ApiError::InvalidState("this link has no connection to reconnect".into()))?;
+    let lookup = id.clone();
+    let cred = state
+        .db
+        .read_async(move |c| connections::credential(c, &lookup))
+        .await?
+        .ok_or(ApiError::ConnectionDisconnected)?;
+    let token = open_credential(state, &id, &cred)?;
+    Ok((token, cred))
+}
+
+/// `POST /_link/{token}/providers/{name}/start`: what the widget needs.
+pub async fn start(
+    state: &AppState,
+    session: &LinkSession,
+    p: Provider,
+) -> Result<Value, ApiError> {
+    check_provider(state, session, p)?;
+    let relink = session.action == Action::Relink;
+    let out = match p {
+        Provider::Plaid => {
+            let client = state
+                .bank
+                .providers
+                .plaid
+                .as_ref()
+                .ok_or_else(|| not_configured(p))?;
+            let access = if relink {
+                Some(relink_credential(state, session).await?.0)
+            } else {
+                None
+            };
+            let token = client
+                .create_link_token(&session.user_id, access.as_deref())
+                .await
+                .map_err(|e| provider_failed(p, &e))?;
+            json!({"link_token": token.link_token, "expiration": token.expiration})
+        }
+        Provider::Teller => {
+            let client = state
+                .bank
+                .providers
+                .teller
+                .as_ref()
+                .ok_or_else(|| not_configured(p))?;
+            let enrollment = if relink {
+                Some(relink_credential(state, session).await?.1.external_id)
+            } else {
+                None
+            };
+            json!({
+                "application_id": client.application_id(),
+                "environment": client.environment(),
+                "enrollment_id": enrollment,
+            })
+        }
+    };
+    let id = session.id.clone();
+    let detail = json!({"provider": p.as_str()});
+    state
+        .db
+        .write_async(move |tx| events::insert(tx, &id, "provider.started", time::now(), &detail))
+        .await?;
+    Ok(out)
+}
+
+/// `POST /_link/{token}/connections` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddConnection {
+    /// `plaid` or `teller`.
+    pub provider: String,
+    /// The widget's result; its shape depends on the provider.
+    pub credentials: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaidResult {
+    public_token: String,
+    #[serde(default)]
+    institution_id: Option<String>,
+    #[serde(default)]
+    institution_name: Option<String>,
+    /// Informational only: accounts are the provider's word, not the browser's.
+    #[serde(default, rename = "accounts")]
+    _accounts: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TellerResult {
+    access_token: String,
+    enrollment_id: String,
+    #[serde(default)]
+    institution_id: Option<String>,
+    #[serde(default)]
+    institution_name: Option<String>,
+    /// Informational only: accounts are the provider's word, not the browser's.
+    #[serde(default, rename = "accounts")]
+    _accounts: Option<serde::de::IgnoredAny>,
+}
+
+fn parse_credentials<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
+    if !v.is_object() {
+        return Err(ApiError::Validation(
+            "credentials: must be an object".into(),
+        ));
+    }
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::Validation(format!("credentials.{path}: {}", e.into_inner()))
+    })
+}
+
+fn bounded(field: &str, v: &str) -> Result<(), ApiError> {
+    if v.is_empty() || v.len() > 512 {
+        return Err(ApiError::Validation(format!(
+            "credentials.{field}: must be 1 to 512 characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A connection exchanged at the provider but not stored yet.
+struct Exchanged {
+    provider: Provider,
+    access_token: String,
+    external_id: String,
+    institution_id: String,
+    institution_name: String,
+}
+
+async fn exchange(
+    state: &AppState,
+    p: Provider,
+    credentials: Value,
+) -> Result<Exchanged, ApiError> {
+    match p {
+        Provider::Plaid => {
+            let r: PlaidResult = parse_credentials(credentials)?;
+            bounded("public_token", &r.public_token)?;
+            let client = state
+                .bank
+                .providers
+                .plaid
+                .as_ref()
+                .ok_or_else(|| not_configured(p))?;
+            let ex = client
+                .exchange_public_token(&r.public_token)
+                .await
+                .map_err(|e| provider_failed(p, &e))?;
+            // The browser's metadata may lack the institution; ask Plaid, and
+            // fall back to what the widget said if that fails.
+            let item = client.get_item(&ex.access_token).await.ok();
+            let pick = |server: Option<String>, browser: Option<String>| {
+                server
+                    .filter(|s| !s.is_empty())
+                    .or(browser)
+                    .unwrap_or_default()
+            };
+            Ok(Exchanged {
+                provider: p,
+                institution_id: pick(
+                    item.as_ref().and_then(|i| i.institution_id.clone()),
+                    r.institution_id,
+                ),
+                institution_name: pick(item.and_then(|i| i.institution_name), r.institution_name),
+                access_token: ex.access_token,
+                external_id: ex.item_id,
+            })
+        }
+        Provider::Teller => {
+            let r: TellerResult = parse_credentials(credentials)?;
+            bounded("access_token", &r.access_token)?;
+            bounded("enrollment_id", &r.enrollment_id)?;
+            let client = state
+                .bank
+                .providers
+                .teller
+                .as_ref()
+                .ok_or_else(|| not_configured(p))?;
+            // Never trust the browser: the token must list accounts of this enrollment.
+            let accounts = client
+                .list_accounts(&r.access_token)
+                .await
+                .map_err(|e| provider_failed(p, &e))?;
+            let Some(first) = accounts.iter().find(|a| a.enrollment_id == r.enrollment_id) else {
+                return Err(ApiError::Provider(
+                    "Teller did not confirm this bank connection; please try again".into(),
+                ));
+            };
+            Ok(Exchanged {
+                provider: p,
+                institution_id: Some(first.institution.id.clone())
+                    .filter(|i| !i.is_empty())
+                    .or(r.institution_id)
+                    .unwrap_or_default(),
+                institution_name: Some(first.institution.name.clone())
+                    .filter(|n| !n.is_empty())
+                    .or(r.institution_name)
+                    .unwrap_or_default(),
+                access_token: r.access_token,
+                external_id: r.enrollment_id,
+            })
+        }
+    }
+}
+
+/// Remove an item/enrollment at the provider again (orphan or disconnect).
+async fn remove_at_provider(state: &AppState, p: Provider, access_token: &str, external_id: &str) {
+    let result = match p {
+        Provider::Plaid => match &state.bank.providers.plaid {
+            Some(c) => c.remove_item(access_token).await,
+            None => return,
+        },
+        Provider::Teller => match &state.bank.providers.teller {
+            Some(c) => c.delete_enrollment(access_token, external_id).await,
+            None => return,
+        },
+    };
+    match result {
+        Ok(()) => log::info!("removed {} {external_id} at the provider", p.as_str()),
+        Err(e) => log::warn!(
+            "could not remove {} {external_id} at the provider: {e}",
+            p.as_str()
+        ),
+    }
+}
+
+/// What `POST /_link/{token}/connections` answers.
+#[derive(Debug)]
+pub struct Added {
+    /// The stored connection.
+    pub connection: Connection,
+    /// The session after recording it.
+    pub session: LinkSession,
+}
+
+/// Exchange the widget's result and record the connection on the session,
+/// atomically; anything exchanged but not recorded is removed at the provider.
+pub async fn add_connection(
+    state: &AppState,
+    session: &LinkSession,
+    body: AddConnection,
+) -> Result<Added, ApiError> {
+    let p = Provider::parse(&body.provider).ok_or_else(|| {
+        ApiError::Validation(format!(
+            "provider: must be \"plaid\" or \"teller\", got {:?}",
+            body.provider
+        ))
+    })?;
+    if session.action != Action::Link {
+        return Err(ApiError::Forbidden(
+            "this link re-connects an existing bank; it cannot add a new one".into(),
+        ));
+    }
+    check_provider(state, session, p)?;
+    if session.status != crate::domain::link_session::Status::Active {
+        return Err(ApiError::InvalidState(format!(
+            "the session is {}",
+            session.status.as_str()
+        )));
+    }
+    let ex = exchange(state, p, body.credentials).await?;
+    let id = new_uuid();
+    let new = NewConnection {
+        credential: Credential {
+            sealed: state
+                .bank
+                .cipher
+                .encrypt(ex.access_token.as_bytes(), id.as_bytes()),
+            external_id: ex.external_id.clone(),
+        },
+        id: id.clone(),
+        user_id: session.user_id.clone(),
+        provider: p.as_str(),
+        institution_id: ex.institution_id.clone(),
+        institution_name: ex.institution_name.clone(),
+    };
+    let session_id = session.id.clone();
+    let single_use = session.single_use;
+    let emit = state.db.emit();
+    let recorded = state
+        .db
+        .write_checked_async(move |tx| {
+            let now = time::now();
+            let conn = connections::insert(tx, &new, now)?;
+            let mut detail = serde_json::Map::new();
+            detail.insert("connection_id".into(), json!(conn.id));
+            detail.insert("institution_name".into(), json!(conn.institution_name));
+            let change = Change {
+                connection_id: Some(conn.id.clone()),
+                detail,
+                ..Change::default()
+            };
+            // A refusal (e.g. a racing request consumed the session) rolls the insert back.
+            Ok(store::transition(
+                tx,
+                &session_id,
+                Transition::AddConnection { single_use },
+                change,
+                now,
+                emit,
+            )?
+            .map(|s| Added {
+                connection: conn,
+                session: s,
+            }))
+        })
+        .await;
+    match recorded {
+        Ok(Ok(added)) => {
+            state.changed(&added.session.id);
+            Ok(added)
+        }
+        other => {
+            remove_at_provider(state, ex.provider, &ex.access_token, &ex.external_id).await;
+            match other {
+                Ok(Err(refusal)) => Err(ApiError::from_refusal(refusal)),
+                Err(e) => Err(e.into()),
+                Ok(Ok(_)) => Err(ApiError::Internal("unreachable".into())),
+            }
+        }
+    }
+}
+
+/// `POST /_link/{token}/reauth-complete`: the relinked connection works again.
+pub async fn reauth_complete(state: &AppState, session: &LinkSession) -> Result<(), ApiError> {
+    if session.action != Action::Relink {
+        return Err(ApiError::Forbidden(
+            "this link adds new banks; there is nothing to re-authenticate".into(),
+        ));
+    }
+    let conn_id = session
+        .connection_id
+        .clone()
+        .ok_or_else(|| ApiError::InvalidState("this link has no connection to reconnect".into()))?;
+    let session_id = session.id.clone();
+    let emit = state.db.emit();
+    let s = state
+        .db
+        .write_checked_async(move |tx| {
+            let now = time::now();
+            if !connections::reactivate(tx, &conn_id, now)? {
+                return Ok(Err(ApiError::ConnectionDisconnected));
+            }
+            let mut detail = serde_json::Map::new();
+            detail.insert("connection_id".into(), json!(conn_id));
+            let change = Change {
+                connection_id: Some(conn_id.clone()),
+                detail,
+                ..Change::default()
+            };
+            // A refusal rolls the reactivation back with the transaction.
+            Ok(store::transition(
+                tx,
+                &session_id,
+                Transition::Reauthenticate,
+                change,
+                now,
+                emit,
+            )?
+            .map_err(ApiError::from_refusal))
+        })
+        .await??;
+    state.changed(&s.id);
+    Ok(())
+}
 
 /// Tell the provider, best-effort and in the background, that a connection
 /// is gone (Plaid `/item/remove`, Teller enrollment delete).
-pub fn forget_at_provider(_state: &AppState, _conn: &Connection, _credential: Vec<u8>) {}
+pub fn forget_at_provider(
+    state: &actix_web::web::Data<AppState>,
+    conn: &Connection,
+    credential: Credential,
+) {
+    let Some(p) = Provider::parse(&conn.provider) else {
+        return;
+    };
+    let token = match open_credential(state, &conn.id, &credential) {
+        Ok(t) => t,
+        Err(e) => {
+            log::warn!(
+                "cannot tell {} about disconnected {}: {e}",
+                p.as_str(),
+                conn.id
+            );
+            return;
+        }
+    };
+    let state = state.clone();
+    tokio::spawn(async move {
+        remove_at_provider(&state, p, &token, &credential.external_id).await;
+    });
+}

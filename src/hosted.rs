@@ -73,6 +73,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .wrap(security_headers())
             .route("/session", web::get().to(get_session))
             .route("/providers", web::get().to(get_providers))
+            .route("/providers/{name}/start", web::post().to(post_start))
+            .route("/connections", web::post().to(post_connection))
+            .route("/reauth-complete", web::post().to(post_reauth_complete))
             .route("/events", web::post().to(post_event))
             .route("/cancel", web::post().to(post_cancel))
             .route("/complete", web::post().to(post_complete))
@@ -238,6 +241,50 @@ async fn get_providers(
         .map(|p| json!({"name": p.as_str(), "display_name": p.display_name()}))
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "providers": list })))
+}
+
+async fn post_start(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (token, name) = path.into_inner();
+    let session = gate(&state, &token).await?;
+    let provider = Provider::parse(&name).ok_or_else(|| ApiError::NotFound("provider".into()))?;
+    let _: Empty = optional_json(&req, payload).await?;
+    Ok(HttpResponse::Ok().json(crate::bank::start(&state, &session, provider).await?))
+}
+
+async fn post_connection(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let session = gate(&state, &path).await?;
+    let body = read_body(&req, payload).await?;
+    let add: crate::bank::AddConnection = crate::api::parse_json(&req, &body)?
+        .ok_or_else(|| ApiError::InvalidBody("a JSON object body is required".into()))?;
+    let added = crate::bank::add_connection(&state, &session, add).await?;
+    Ok(HttpResponse::Created().json(json!({
+        "connection_id": added.connection.id,
+        "short_id": added.connection.short_id,
+        "institution_name": added.connection.institution_name,
+        "session_status": added.session.status,
+    })))
+}
+
+async fn post_reauth_complete(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let session = gate(&state, &path).await?;
+    let _: Empty = optional_json(&req, payload).await?;
+    crate::bank::reauth_complete(&state, &session).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 #[derive(Deserialize)]

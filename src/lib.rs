@@ -17,4 +17,4 @@ pub mod server;
 pub mod waiters;
 pub mod webhooks;
 
-pub use server::build;
+pub use server::{build, build_with};

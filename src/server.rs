@@ -9,9 +9,11 @@ use actix_web::dev::{Server, ServiceRequest};
 use actix_web::middleware::Logger;
 use actix_web::{web, App, HttpRequest, HttpServer};
 
+use crate::bank::Bank;
 use crate::config::Config;
 use crate::db::Db;
 use crate::domain::link_session::{Provider, Rules};
+use crate::providers::ClientOptions;
 use crate::waiters::Waiters;
 use crate::webhooks::{self, WorkerHandle, WorkerOptions};
 use crate::{api, hosted};
@@ -30,12 +32,15 @@ pub struct AppState {
     pub key_touches: Mutex<HashMap<String, i64>>,
     /// The outbound webhook worker, when `[webhooks] url` is set.
     pub webhooks: Option<WorkerHandle>,
+    /// Provider clients and the credential cipher.
+    pub bank: Bank,
 }
 
 impl AppState {
     /// State for `config` over `db`.
-    pub fn new(config: Config, db: Db) -> Self {
+    pub fn new(config: Config, db: Db, bank: Bank) -> Self {
         AppState {
+            bank,
             rules: rules(&config),
             db,
             config,
@@ -145,8 +150,20 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Build the server on an already bound listener (port 0 in tests) and start
 /// its background tasks. Must be called inside a Tokio runtime.
 pub fn build(config: Config, db: Db, listener: TcpListener) -> std::io::Result<Server> {
+    build_with(config, db, listener, &ClientOptions::default())
+}
+
+/// [`build`] with provider client options (tests trust a test CA or use a
+/// short timeout).
+pub fn build_with(
+    config: Config,
+    db: Db,
+    listener: TcpListener,
+    provider_options: &ClientOptions,
+) -> std::io::Result<Server> {
     let db = db.with_webhooks(config.webhooks.url.is_some());
-    let mut state = AppState::new(config, db);
+    let bank = crate::bank::setup(&config, &db, provider_options).map_err(std::io::Error::other)?;
+    let mut state = AppState::new(config, db, bank);
     if let (Some(url), Some(secret)) = (
         &state.config.webhooks.url,
         state.config.webhooks.secret_bytes(),

@@ -92,19 +92,12 @@ pub fn disconnect(
     tx: &rusqlite::Transaction,
     r: &crate::domain::ids::EntityRef,
     now: crate::domain::time::Timestamp,
-) -> DbResult<Option<(Connection, Option<Vec<u8>>)>> {
-    use rusqlite::OptionalExtension as _;
-    let (cond, val) = super::ref_clause(r);
-    let Some((id, credential)) = tx
-        .query_row(
-            &format!("SELECT id, credential FROM connections WHERE {cond}"),
-            [val],
-            |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<Vec<u8>>>(1)?)),
-        )
-        .optional()?
-    else {
+) -> DbResult<Option<(Connection, Option<Credential>)>> {
+    let Some(conn) = get(tx, r)? else {
         return Ok(None);
     };
+    let id = conn.id.clone();
+    let credential = credential(tx, &id)?;
     tx.execute(
         "UPDATE connections SET status = 'disconnected', credential = NULL, updated_at = ?2
          WHERE id = ?1 AND status != 'disconnected'",
@@ -113,4 +106,92 @@ pub fn disconnect(
     let conn = get(tx, &crate::domain::ids::EntityRef::Uuid(id))?
         .ok_or_else(|| super::DbError::Corrupt("connection vanished".into()))?;
     Ok(Some((conn, credential)))
+}
+
+/// A connection's sealed provider credential and the provider's id for it
+/// (Plaid item id, Teller enrollment id).
+#[derive(Clone)]
+pub struct Credential {
+    /// AEAD ciphertext of the access token (associated data: the connection id).
+    pub sealed: Vec<u8>,
+    /// Plaid `item_id` or Teller `enrollment_id`.
+    pub external_id: String,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("external_id", &self.external_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sealed credential of a connection, if it still has one.
+pub fn credential(conn: &SqlConnection, id: &str) -> DbResult<Option<Credential>> {
+    use rusqlite::OptionalExtension as _;
+    Ok(conn
+        .query_row(
+            "SELECT credential, external_id FROM connections WHERE id = ?1 AND credential IS NOT NULL",
+            [id],
+            |r| Ok(Credential { sealed: r.get(0)?, external_id: r.get(1)? }),
+        )
+        .optional()?)
+}
+
+/// A connection about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewConnection {
+    /// Pre-generated UUID (the credential is sealed to it).
+    pub id: String,
+    /// Owner's UUID.
+    pub user_id: String,
+    /// `plaid` or `teller`.
+    pub provider: &'static str,
+    /// Provider's institution id.
+    pub institution_id: String,
+    /// Bank name.
+    pub institution_name: String,
+    /// Sealed credential and provider id.
+    pub credential: Credential,
+}
+
+/// Store a new active connection.
+pub fn insert(
+    tx: &rusqlite::Transaction,
+    new: &NewConnection,
+    now: crate::domain::time::Timestamp,
+) -> DbResult<Connection> {
+    let short_id = super::unique_short_id(tx, "connections")?;
+    tx.prepare_cached(
+        "INSERT INTO connections (id, short_id, user_id, provider, institution_id, institution_name,
+            external_id, credential, status, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'active', ?9, ?9)",
+    )?
+    .execute(rusqlite::params![
+        new.id,
+        short_id,
+        new.user_id,
+        new.provider,
+        new.institution_id,
+        new.institution_name,
+        new.credential.external_id,
+        new.credential.sealed,
+        now,
+    ])?;
+    get(tx, &crate::domain::ids::EntityRef::Uuid(new.id.clone()))?
+        .ok_or_else(|| super::DbError::Corrupt("connection vanished".into()))
+}
+
+/// A re-authenticated connection works again: `active`, errors cleared.
+/// Returns false when it is disconnected (or gone).
+pub fn reactivate(
+    tx: &rusqlite::Transaction,
+    id: &str,
+    now: crate::domain::time::Timestamp,
+) -> DbResult<bool> {
+    Ok(tx.execute(
+        "UPDATE connections SET status = 'active', error_code = NULL, error_message = NULL, updated_at = ?2
+         WHERE id = ?1 AND status != 'disconnected'",
+        (id, now),
+    )? == 1)
 }

@@ -10,6 +10,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_outbox.sql"),
     include_str!("migrations/0003_idempotency.sql"),
+    include_str!("migrations/0004_meta.sql"),
 ];
 
 /// Apply whatever migrations this database has not seen yet.

@@ -6,6 +6,7 @@ pub mod connections;
 pub mod events;
 pub mod idempotency;
 pub mod link_sessions;
+pub mod meta;
 mod migrate;
 pub mod outbox;
 pub mod users;
@@ -140,6 +141,32 @@ impl Db {
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
+    }
+
+    /// Like [`Db::write`], but commits only when `f` returns `Ok(Ok(_))`: an
+    /// inner `Err` (a refused change) rolls back everything `f` wrote.
+    pub fn write_checked<T, E>(
+        &self,
+        f: impl FnOnce(&Transaction) -> DbResult<Result<T, E>>,
+    ) -> DbResult<Result<T, E>> {
+        let mut conn = self.write.get()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        if out.is_ok() {
+            tx.commit()?;
+        }
+        Ok(out)
+    }
+
+    /// [`Db::write_checked`] on the blocking thread pool.
+    pub async fn write_checked_async<T, E, F>(&self, f: F) -> DbResult<Result<T, E>>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        F: FnOnce(&Transaction) -> DbResult<Result<T, E>> + Send + 'static,
+    {
+        let db = self.clone();
+        run_blocking(move || db.write_checked(f)).await
     }
 
     /// [`Db::read`] on the blocking thread pool.
