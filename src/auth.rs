@@ -50,23 +50,37 @@ impl FromRequest for Auth {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let presented = presented_key(req);
         let state = req.app_data::<web::Data<AppState>>().cloned();
+        let ip = state.as_ref().map(|s| s.limits.client_ip(req));
         Box::pin(async move {
-            let state = state.ok_or_else(|| ApiError::Internal("no app state".into()))?;
+            let (Some(state), Some(ip)) = (state, ip) else {
+                return Err(ApiError::Internal("no app state".into()));
+            };
+            if let Some(wait) = state.limits.api_key_locked(ip) {
+                return Err(ApiError::RateLimited(wait));
+            }
             let raw = presented
                 .filter(|k| !k.is_empty())
                 .ok_or(ApiError::MissingCredentials)?;
+            // A wrong key counts against the client; too many and it waits.
+            let refuse = |e: ApiError| match state.limits.bad_api_key(ip) {
+                Some(wait) => ApiError::RateLimited(wait),
+                None => e,
+            };
             let plain = PlainKey::from_presented(&raw);
             if !plain.well_formed() {
-                return Err(ApiError::InvalidApiKey);
+                return Err(refuse(ApiError::InvalidApiKey));
             }
             let hash = plain.hash();
             let key = state
                 .db
                 .read_async(move |c| crate::db::api_keys::find_by_hash(c, &hash))
                 .await?
-                .ok_or(ApiError::InvalidApiKey)?;
+                .ok_or_else(|| refuse(ApiError::InvalidApiKey))?;
             if key.revoked_at.is_some() {
-                return Err(ApiError::RevokedApiKey);
+                return Err(refuse(ApiError::RevokedApiKey));
+            }
+            if let Some(wait) = state.limits.api_request(&key.id) {
+                return Err(ApiError::RateLimited(wait));
             }
             touch(&state, &key);
             Ok(Auth { key })

@@ -247,7 +247,8 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
     let db = Db::open(
         &config.database.path,
         config.database.synchronous.as_pragma(),
-    )?;
+    )?
+    .with_webhooks(config.webhooks.url.is_some());
     let json = cli.json;
     match &cli.command {
         Command::Serve { .. } => Err(bad("serve is not an admin command")),

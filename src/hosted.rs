@@ -109,21 +109,40 @@ fn message_page(status: StatusCode, (title, message): (&str, &str)) -> HttpRespo
         .body(body)
 }
 
-/// Look the token up; unknown → `None`. No database work for a malformed token.
-async fn lookup(state: &AppState, token: &str) -> Result<Option<LinkSession>, ApiError> {
-    if !ids::is_link_token(token) {
-        return Ok(None);
+/// Look the token up; unknown → `None`. No database work for a malformed
+/// token. A client that guessed too many unknown tokens is refused (429)
+/// whatever it presents, until its bucket refills.
+async fn lookup(
+    state: &AppState,
+    req: &HttpRequest,
+    token: &str,
+) -> Result<Option<LinkSession>, ApiError> {
+    let ip = state.limits.client_ip(req);
+    if let Some(wait) = state.limits.token_locked(ip) {
+        return Err(ApiError::RateLimited(wait));
     }
-    let hash = ids::sha256_hex(token);
-    Ok(state
-        .db
-        .read_async(move |c| store::get_by_token_hash(c, &hash))
-        .await?)
+    let found = if ids::is_link_token(token) {
+        let hash = ids::sha256_hex(token);
+        state
+            .db
+            .read_async(move |c| store::get_by_token_hash(c, &hash))
+            .await?
+    } else {
+        None
+    };
+    if found.is_none() {
+        if let Some(wait) = state.limits.unknown_token(ip) {
+            return Err(ApiError::RateLimited(wait));
+        }
+    }
+    Ok(found)
 }
 
 /// The token gate for `/_link`: a live session, or the error its state calls for.
-async fn gate(state: &AppState, token: &str) -> Result<LinkSession, ApiError> {
-    let session = lookup(state, token).await?.ok_or(ApiError::InvalidToken)?;
+async fn gate(state: &AppState, req: &HttpRequest, token: &str) -> Result<LinkSession, ApiError> {
+    let session = lookup(state, req, token)
+        .await?
+        .ok_or(ApiError::InvalidToken)?;
     let now = time::now();
     let status = session.status_at(now);
     if status.is_terminal() {
@@ -134,10 +153,25 @@ async fn gate(state: &AppState, token: &str) -> Result<LinkSession, ApiError> {
 
 async fn page(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let Some(session) = lookup(&state, &path).await? else {
-        return Ok(message_page(StatusCode::NOT_FOUND, NOT_VALID));
+    let session = match lookup(&state, &req, &path).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Ok(message_page(StatusCode::NOT_FOUND, NOT_VALID)),
+        Err(ApiError::RateLimited(wait)) => {
+            let mut res = message_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                (
+                    "Too many attempts",
+                    "Please wait a minute, then open your link again.",
+                ),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
+            return Ok(res);
+        }
+        Err(e) => return Err(e),
     };
     let text = match session.status_at(time::now()) {
         Status::Pending | Status::Active => {
@@ -161,9 +195,10 @@ async fn page(
 
 async fn unknown_call(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    gate(&state, &path).await?;
+    gate(&state, &req, &path).await?;
     Err(ApiError::NotFound("page call".into()))
 }
 
@@ -188,14 +223,15 @@ struct PageSession {
 
 async fn get_session(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut session = gate(&state, &path).await?;
+    let mut session = gate(&state, &req, &path).await?;
     if session.status == Status::Pending {
         match apply(&state, &session.id, Transition::Open, Change::default()).await {
             Ok(s) => session = s,
             // Another tab opened it first: read it again through the gate.
-            Err(ApiError::InvalidState(_)) => session = gate(&state, &path).await?,
+            Err(ApiError::InvalidState(_)) => session = gate(&state, &req, &path).await?,
             Err(e) => return Err(e),
         }
     }
@@ -233,9 +269,10 @@ pub fn allowed_providers(state: &AppState, session: &LinkSession) -> Vec<Provide
 
 async fn get_providers(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let session = gate(&state, &path).await?;
+    let session = gate(&state, &req, &path).await?;
     let list: Vec<_> = allowed_providers(&state, &session)
         .into_iter()
         .map(|p| json!({"name": p.as_str(), "display_name": p.display_name()}))
@@ -250,7 +287,7 @@ async fn post_start(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (token, name) = path.into_inner();
-    let session = gate(&state, &token).await?;
+    let session = gate(&state, &req, &token).await?;
     let provider = Provider::parse(&name).ok_or_else(|| ApiError::NotFound("provider".into()))?;
     let _: Empty = optional_json(&req, payload).await?;
     Ok(HttpResponse::Ok().json(crate::bank::start(&state, &session, provider).await?))
@@ -262,7 +299,7 @@ async fn post_connection(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let session = gate(&state, &path).await?;
+    let session = gate(&state, &req, &path).await?;
     let body = read_body(&req, payload).await?;
     let add: crate::bank::AddConnection = crate::api::parse_json(&req, &body)?
         .ok_or_else(|| ApiError::InvalidBody("a JSON object body is required".into()))?;
@@ -281,7 +318,7 @@ async fn post_reauth_complete(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let session = gate(&state, &path).await?;
+    let session = gate(&state, &req, &path).await?;
     let _: Empty = optional_json(&req, payload).await?;
     crate::bank::reauth_complete(&state, &session).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -315,7 +352,7 @@ async fn post_event(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let session = gate(&state, &path).await?;
+    let session = gate(&state, &req, &path).await?;
     let body = read_body(&req, payload).await?;
     let ev: WidgetEvent = crate::api::parse_json(&req, &body)?
         .ok_or_else(|| ApiError::InvalidBody("a JSON object body is required".into()))?;
@@ -360,7 +397,7 @@ async fn post_cancel(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let session = gate(&state, &path).await?;
+    let session = gate(&state, &req, &path).await?;
     let body: CancelBody = optional_json(&req, payload).await?;
     let reason = bounded("reason", body.reason, 200)?;
     let mut detail = serde_json::Map::new();
@@ -385,7 +422,7 @@ async fn post_complete(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let session = gate(&state, &path).await?;
+    let session = gate(&state, &req, &path).await?;
     let _: Empty = optional_json(&req, payload).await?;
     apply(&state, &session.id, Transition::Complete, Change::default()).await?;
     Ok(HttpResponse::NoContent().finish())

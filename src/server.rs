@@ -13,6 +13,7 @@ use crate::bank::Bank;
 use crate::config::Config;
 use crate::db::Db;
 use crate::domain::link_session::{Provider, Rules};
+use crate::limits::Limits;
 use crate::providers::ClientOptions;
 use crate::waiters::Waiters;
 use crate::webhooks::{self, WorkerHandle, WorkerOptions};
@@ -34,6 +35,8 @@ pub struct AppState {
     pub webhooks: Option<WorkerHandle>,
     /// Provider clients and the credential cipher.
     pub bank: Bank,
+    /// Rate limits.
+    pub limits: Limits,
 }
 
 impl AppState {
@@ -41,6 +44,7 @@ impl AppState {
     pub fn new(config: Config, db: Db, bank: Bank) -> Self {
         AppState {
             bank,
+            limits: Limits::new(&config.limits, config.server.trust_forwarded_headers),
             rules: rules(&config),
             db,
             config,
@@ -225,6 +229,7 @@ fn spawn_sweeper(state: Arc<AppState>) {
         loop {
             tick.tick().await;
             let now = crate::domain::time::now();
+            state.limits.prune();
             let emit = state.db.emit();
             let swept = state
                 .db

@@ -24,6 +24,8 @@ pub struct TestApp {
     pub key: String,
     /// A read_only key.
     pub read_key: String,
+    /// The database file the server uses.
+    pub db_path: PathBuf,
     /// Keeps the database directory alive.
     _dir: TempDir,
     http: reqwest::Client,
@@ -94,6 +96,7 @@ pub async fn start(config: Config, dir: TempDir) -> TestApp {
     let read_key = make_key(&db, "test-read", Scope::ReadOnly);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let db_path = config.database.path.clone();
     let server = breadbox::build(config, db.clone(), listener).expect("build server");
     actix_web::rt::spawn(server);
     TestApp {
@@ -101,6 +104,7 @@ pub async fn start(config: Config, dir: TempDir) -> TestApp {
         db,
         key,
         read_key,
+        db_path,
         _dir: dir,
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -363,5 +367,38 @@ impl Drop for BinServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Like [`start`], but builds the server with explicit provider client
+/// options (e.g. a short timeout) through `breadbox::build_with`.
+pub async fn start_with_options(
+    config: Config,
+    dir: TempDir,
+    opts: &breadbox::providers::ClientOptions,
+) -> TestApp {
+    let db = Db::open(
+        &config.database.path,
+        config.database.synchronous.as_pragma(),
+    )
+    .expect("open database");
+    let key = make_key(&db, "test-full", Scope::FullAccess);
+    let read_key = make_key(&db, "test-read", Scope::ReadOnly);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let db_path = config.database.path.clone();
+    let server = breadbox::build_with(config, db.clone(), listener, opts).expect("build server");
+    actix_web::rt::spawn(server);
+    TestApp {
+        base,
+        db,
+        key,
+        read_key,
+        db_path,
+        _dir: dir,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
     }
 }

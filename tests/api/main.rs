@@ -3,11 +3,16 @@
 
 mod helpers;
 
+mod agent;
+mod bank_flows;
+mod browser;
 mod cli;
 mod concurrency;
 mod fakes;
 mod hosted;
+mod limits;
 mod link_sessions;
+mod openapi;
 mod provider_clients;
 mod users_keys;
 mod webhooks_worker;
