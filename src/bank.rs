@@ -417,34 +417,56 @@ pub async fn add_connection(
                 ..Change::default()
             };
             // A refusal (e.g. a racing request consumed the session) rolls the insert back.
-            Ok(store::transition(
+            let session = match store::transition(
                 tx,
                 &session_id,
                 Transition::AddConnection { single_use },
                 change,
                 now,
                 emit,
+            )? {
+                Ok(s) => s,
+                Err(refusal) => return Ok(Err(ApiError::from_refusal(refusal))),
+            };
+            // The same Teller enrollment twice (a double submit) is one connection.
+            if connections::live_with_external_id(
+                tx,
+                conn.provider.as_str(),
+                &new.credential.external_id,
+                Some(&conn.id),
             )?
-            .map(|s| Added {
+            .is_some()
+            {
+                return Ok(Err(ApiError::InvalidState(
+                    "this bank is already connected".into(),
+                )));
+            }
+            Ok(Ok(Added {
                 connection: conn,
-                session: s,
+                session,
             }))
         })
         .await;
-    match recorded {
+    let failure = match recorded {
         Ok(Ok(added)) => {
             state.changed(&added.session.id);
-            Ok(added)
+            return Ok(added);
         }
-        other => {
-            remove_at_provider(state, ex.provider, &ex.access_token, &ex.external_id).await;
-            match other {
-                Ok(Err(refusal)) => Err(ApiError::from_refusal(refusal)),
-                Err(e) => Err(e.into()),
-                Ok(Ok(_)) => Err(ApiError::Internal("unreachable".into())),
-            }
-        }
+        Ok(Err(e)) => e,
+        Err(e) => e.into(),
+    };
+    // Not recorded: remove what was exchanged at the provider, unless a stored
+    // connection holds it (a Teller enrollment posted twice).
+    let (provider, external_id) = (ex.provider.as_str(), ex.external_id.clone());
+    let held = state
+        .db
+        .read_async(move |c| connections::live_with_external_id(c, provider, &external_id, None))
+        .await
+        .map_or(true, |found| found.is_some());
+    if !held {
+        remove_at_provider(state, ex.provider, &ex.access_token, &ex.external_id).await;
     }
+    Err(failure)
 }
 
 /// `POST /_link/{token}/reauth-complete`: the relinked connection works again.

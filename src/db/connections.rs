@@ -195,3 +195,22 @@ pub fn reactivate(
         (id, now),
     )? == 1)
 }
+
+/// A connection (not disconnected) holding this provider id, other than `except`.
+pub fn live_with_external_id(
+    conn: &SqlConnection,
+    provider: &str,
+    external_id: &str,
+    except: Option<&str>,
+) -> DbResult<Option<String>> {
+    use rusqlite::OptionalExtension as _;
+    Ok(conn
+        .query_row(
+            "SELECT id FROM connections
+             WHERE provider = ?1 AND external_id = ?2 AND status != 'disconnected'
+               AND id IS NOT ?3 LIMIT 1",
+            (provider, external_id, except),
+            |r| r.get(0),
+        )
+        .optional()?)
+}
