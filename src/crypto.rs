@@ -112,7 +112,7 @@ pub fn load_or_create_key(
 }
 
 /// `<dir>/<db file name>.key`; an empty parent means the working directory.
-fn key_file_path(db_path: &Path) -> Result<PathBuf, String> {
+pub fn key_file_path(db_path: &Path) -> Result<PathBuf, String> {
     let name = db_path.file_name().ok_or_else(|| {
         format!(
             "database path {} has no file name to derive the key file from",

@@ -30,6 +30,8 @@ pub enum ApiError {
     Forbidden(String),
     /// 404: no such entity.
     NotFound(String),
+    /// 405: the path exists with these methods only.
+    MethodNotAllowed(String),
     /// 409: the entity's state does not allow this.
     InvalidState(String),
     /// 409: relink of a disconnected connection.
@@ -68,6 +70,7 @@ impl ApiError {
             ApiError::InsufficientScope => "INSUFFICIENT_SCOPE",
             ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
             ApiError::InvalidState(_) => "INVALID_STATE",
             ApiError::ConnectionDisconnected => "CONNECTION_DISCONNECTED",
             ApiError::IdempotencyConflict => "IDEMPOTENCY_CONFLICT",
@@ -94,6 +97,7 @@ impl ApiError {
                 format!("provider {p} is not configured on this server")
             }
             ApiError::NotFound(what) => format!("{what} not found"),
+            ApiError::MethodNotAllowed(allowed) => format!("this path allows {allowed}"),
             ApiError::MissingCredentials => {
                 "send an API key in the X-API-Key header (or Authorization: Bearer)".into()
             }
@@ -158,6 +162,7 @@ impl ResponseError for ApiError {
             | ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
             ApiError::InsufficientScope | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::InvalidState(_)
             | ApiError::ConnectionDisconnected
             | ApiError::IdempotencyConflict => StatusCode::CONFLICT,
@@ -175,8 +180,14 @@ impl ResponseError for ApiError {
             log::error!("internal error: {detail}");
         }
         let mut res = HttpResponse::build(self.status_code());
-        if let ApiError::RateLimited(secs) = self {
-            res.insert_header((header::RETRY_AFTER, secs.to_string()));
+        match self {
+            ApiError::RateLimited(secs) => {
+                res.insert_header((header::RETRY_AFTER, secs.to_string()));
+            }
+            ApiError::MethodNotAllowed(allowed) => {
+                res.insert_header((header::ALLOW, allowed.clone()));
+            }
+            _ => {}
         }
         res.json(json!({"error": {"code": self.code(), "message": self.message()}}))
     }

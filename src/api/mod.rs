@@ -7,6 +7,9 @@ pub mod idempotency;
 pub mod link_sessions;
 pub mod users;
 
+use std::sync::OnceLock;
+
+use actix_web::dev::ResourceDef;
 use actix_web::http::{header, Method};
 use actix_web::{web, FromRequest, Handler, HttpRequest, Responder, Route};
 use futures_util::StreamExt as _;
@@ -47,12 +50,37 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .fold(web::scope("/api/v1"), |scope, (_, path, route)| {
             scope.route(path, route)
         });
-    cfg.service(scope.default_service(web::to(not_found)));
+    cfg.service(scope.default_service(web::to(no_route)));
 }
 
 /// The JSON 404 for unknown routes.
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound("route".into()))
+}
+
+/// Route patterns with their methods, matched once per process.
+fn patterns() -> &'static [(Method, ResourceDef)] {
+    static PATTERNS: OnceLock<Vec<(Method, ResourceDef)>> = OnceLock::new();
+    PATTERNS.get_or_init(|| {
+        routes()
+            .into_iter()
+            .map(|(m, path, _)| (m, ResourceDef::new(format!("/api/v1{path}"))))
+            .collect()
+    })
+}
+
+/// No `/api/v1` route matched: 405 with `Allow` when the path exists under
+/// another method, else 404.
+async fn no_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    let allowed: Vec<&str> = patterns()
+        .iter()
+        .filter(|(_, def)| def.is_match(req.path()))
+        .map(|(m, _)| m.as_str())
+        .collect();
+    if allowed.is_empty() {
+        return Err(ApiError::NotFound("route".into()));
+    }
+    Err(ApiError::MethodNotAllowed(allowed.join(", ")))
 }
 
 fn is_json(req: &HttpRequest) -> bool {

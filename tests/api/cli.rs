@@ -314,3 +314,90 @@ fn admin_commands_print_one_json_document_and_share_the_database_with_the_server
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn backup_while_serving_then_restore() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("live.db");
+    let dbs = db.to_str().unwrap_or("").to_owned();
+    let server = BinServer::start(&db, &[], &[]);
+    let key = server
+        .stdout_lines
+        .iter()
+        .find(|l| l.starts_with("bb_"))
+        .cloned()
+        .expect("key");
+    let out = run_bin(
+        &[
+            "--database",
+            &dbs,
+            "--json",
+            "users",
+            "create",
+            "--name",
+            "Ana",
+        ],
+        &[],
+    );
+    let user = stdout_json(&out);
+    let out = run_bin(
+        &[
+            "--database",
+            &dbs,
+            "--json",
+            "links",
+            "create",
+            "--user",
+            user["id"].as_str().unwrap_or(""),
+        ],
+        &[],
+    );
+    let link = stdout_json(&out);
+
+    let copy = dir.path().join("backup").join("copy.db");
+    std::fs::create_dir_all(copy.parent().expect("parent")).expect("mkdir");
+    let copys = copy.to_str().unwrap_or("").to_owned();
+    let out = run_bin(&["--database", &dbs, "--json", "backup", &copys], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = stdout_json(&out);
+    assert_eq!(report["key_file"], format!("{copys}.key"));
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(format!("{copys}.key"))
+        .expect("key copy")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let again = run_bin(&["--database", &dbs, "backup", &copys], &[]);
+    assert_eq!(again.status.code(), Some(2), "never overwrites");
+    drop(server);
+
+    let check = rusqlite::Connection::open(&copy).expect("open copy");
+    let ok: String = check
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("check");
+    assert_eq!(ok, "ok");
+    drop(check);
+
+    // Restore = run the server on the copy: same key, same data, key check passes.
+    let restored = BinServer::start(&copy, &[], &[]);
+    assert!(
+        !restored.stdout_lines.iter().any(|l| l.starts_with("bb_")),
+        "keys came along"
+    );
+    let (status, body) = reqwest::request(
+        "GET",
+        &format!(
+            "{}/api/v1/connections/link/{}",
+            restored.base,
+            link["id"].as_str().unwrap_or("")
+        ),
+        &key,
+    );
+    assert_eq!(status, 200, "{body}");
+    let got: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(got["user_id"], user["id"]);
+}

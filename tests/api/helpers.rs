@@ -402,3 +402,19 @@ pub async fn start_with_options(
             .expect("client"),
     }
 }
+
+impl BinServer {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send SIGKILL (no chance to clean up, like a crash) and wait for the exit.
+    pub fn kill9(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().expect("wait")
+    }
+}

@@ -124,3 +124,23 @@ async fn api_keys_create_list_revoke() {
         assert_eq!((r.status, r.code()), (400, "VALIDATION_ERROR"), "{bad}");
     }
 }
+
+#[actix_web::test]
+async fn wrong_method_on_a_known_path_is_405_with_allow() {
+    let app = spawn_app().await;
+    let r = crate::helpers::read(
+        app.request(reqwest::Method::PUT, "/api/v1/users")
+            .header("X-API-Key", &app.key)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (405, "METHOD_NOT_ALLOWED"));
+    assert_eq!(r.header("allow"), "GET, POST");
+    let r = app.delete("/api/v1/connections/link/AAAAAAAA").await;
+    assert_eq!((r.status, r.code()), (405, "METHOD_NOT_ALLOWED"));
+    assert_eq!(r.header("allow"), "GET");
+    let r = app.delete("/api/v1/nowhere").await;
+    assert_eq!((r.status, r.code()), (404, "NOT_FOUND"));
+}
