@@ -521,3 +521,34 @@ fn cli_wait_exit_codes() {
         "a QR code is drawn"
     );
 }
+
+#[actix_web::test]
+async fn webhook_arrives_soon_after_a_page_action() {
+    let (url, seen) = receiver().await;
+    let app = spawn_app_with(|c| {
+        c.webhooks.url = Some(url.parse().expect("url"));
+        c.webhooks.secret = Some(breadbox::config::Secret::new(SECRET));
+    })
+    .await;
+    let mut delays = Vec::new();
+    for _ in 0..20 {
+        let m = app.mint(json!({})).await;
+        let before = seen.lock().map(|s| s.len()).unwrap_or(0);
+        let acted = Instant::now();
+        app.page_get(&format!("/_link/{}/session", s(&m["token"]))).await;
+        let deadline = acted + Duration::from_secs(5);
+        loop {
+            let arrived = seen.lock().ok().and_then(|all| all.get(before).map(|(_, _, t)| *t));
+            if let Some(t) = arrived {
+                delays.push(t.duration_since(acted));
+                break;
+            }
+            assert!(Instant::now() < deadline, "webhook did not arrive");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    delays.sort();
+    let median = delays[delays.len() / 2];
+    println!("page action to webhook arrival: median {median:?}, max {:?}", delays[delays.len() - 1]);
+    assert!(median < Duration::from_millis(500), "{delays:?}");
+}
