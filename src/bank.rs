@@ -29,6 +29,24 @@ pub struct Bank {
     pub cipher: Cipher,
 }
 
+impl Bank {
+    /// The Plaid client, or 400 when Plaid is not configured.
+    pub fn plaid(&self) -> Result<&crate::providers::plaid::PlaidClient, ApiError> {
+        self.providers
+            .plaid
+            .as_ref()
+            .ok_or_else(|| not_configured(Provider::Plaid))
+    }
+
+    /// The Teller client, or 400 when Teller is not configured.
+    pub fn teller(&self) -> Result<&crate::providers::teller::TellerClient, ApiError> {
+        self.providers
+            .teller
+            .as_ref()
+            .ok_or_else(|| not_configured(Provider::Teller))
+    }
+}
+
 const KEY_CHECK: &str = "encryption_key_check";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"breadbox encryption key check";
 
@@ -141,12 +159,7 @@ pub async fn start(
     let relink = session.action == Action::Relink;
     let out = match p {
         Provider::Plaid => {
-            let client = state
-                .bank
-                .providers
-                .plaid
-                .as_ref()
-                .ok_or_else(|| not_configured(p))?;
+            let client = state.bank.plaid()?;
             let access = if relink {
                 Some(relink_credential(state, session).await?.0)
             } else {
@@ -159,12 +172,7 @@ pub async fn start(
             json!({"link_token": token.link_token, "expiration": token.expiration})
         }
         Provider::Teller => {
-            let client = state
-                .bank
-                .providers
-                .teller
-                .as_ref()
-                .ok_or_else(|| not_configured(p))?;
+            let client = state.bank.teller()?;
             let enrollment = if relink {
                 Some(relink_credential(state, session).await?.1.external_id)
             } else {
@@ -262,12 +270,7 @@ async fn exchange(
         Provider::Plaid => {
             let r: PlaidResult = parse_credentials(credentials)?;
             bounded("public_token", &r.public_token)?;
-            let client = state
-                .bank
-                .providers
-                .plaid
-                .as_ref()
-                .ok_or_else(|| not_configured(p))?;
+            let client = state.bank.plaid()?;
             let ex = client
                 .exchange_public_token(&r.public_token)
                 .await
@@ -296,12 +299,7 @@ async fn exchange(
             let r: TellerResult = parse_credentials(credentials)?;
             bounded("access_token", &r.access_token)?;
             bounded("enrollment_id", &r.enrollment_id)?;
-            let client = state
-                .bank
-                .providers
-                .teller
-                .as_ref()
-                .ok_or_else(|| not_configured(p))?;
+            let client = state.bank.teller()?;
             // Never trust the browser: the token must list accounts of this enrollment.
             let accounts = client
                 .list_accounts(&r.access_token)

@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::api::{optional_json, read_body};
+use crate::api::{optional_json, required_json};
 use crate::db::link_sessions::{self as store, Change};
 use crate::db::{connections, events};
 use crate::domain::ids;
@@ -300,9 +300,7 @@ async fn post_connection(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let session = gate(&state, &req, &path).await?;
-    let body = read_body(&req, payload).await?;
-    let add: crate::bank::AddConnection = crate::api::parse_json(&req, &body)?
-        .ok_or_else(|| ApiError::InvalidBody("a JSON object body is required".into()))?;
+    let add: crate::bank::AddConnection = required_json(&req, payload).await?;
     let added = crate::bank::add_connection(&state, &session, add).await?;
     Ok(HttpResponse::Created().json(json!({
         "connection_id": added.connection.id,
@@ -353,9 +351,7 @@ async fn post_event(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let session = gate(&state, &req, &path).await?;
-    let body = read_body(&req, payload).await?;
-    let ev: WidgetEvent = crate::api::parse_json(&req, &body)?
-        .ok_or_else(|| ApiError::InvalidBody("a JSON object body is required".into()))?;
+    let ev: WidgetEvent = required_json(&req, payload).await?;
     let kind = match ev.kind.as_str() {
         "exit" => "widget.exit",
         "error" => "widget.error",

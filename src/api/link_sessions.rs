@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::idempotency::Produced;
-use super::{entity_ref, parse_json, parse_query, read_body, route, RouteEntry};
+use super::{entity_ref, parse_query, parse_required_json, read_body, route, RouteEntry};
 use crate::auth::Auth;
 use crate::db::link_sessions::{self as store, Change, ListFilter, Minter, NewSession};
 use crate::db::{events, users};
@@ -100,8 +100,7 @@ async fn create_link_session(
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Scope::FullAccess)?;
     let body = read_body(&req, payload).await?;
-    let parsed: CreateRequest = parse_json(&req, &body)?
-        .ok_or_else(|| ApiError::InvalidBody("a JSON object body is required".into()))?;
+    let parsed: CreateRequest = parse_required_json(&req, &body)?;
     let valid = state.rules.check_create(&parsed)?;
     let user = EntityRef::parse(&parsed.user_id)
         .ok_or_else(|| ApiError::Validation("user_id: must be a user's UUID or short_id".into()))?;

@@ -153,14 +153,22 @@ pub fn parse_json<T: DeserializeOwned>(
         })
 }
 
+/// Parse a JSON object body that must be present.
+pub fn parse_required_json<T: DeserializeOwned>(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    parse_json(req, body)?
+        .ok_or_else(|| ApiError::InvalidBody("a JSON object body is required".into()))
+}
+
 /// Read and parse a required JSON object body.
 pub async fn required_json<T: DeserializeOwned>(
     req: &HttpRequest,
     payload: web::Payload,
 ) -> Result<T, ApiError> {
     let body = read_body(req, payload).await?;
-    parse_json(req, &body)?
-        .ok_or_else(|| ApiError::InvalidBody("a JSON object body is required".into()))
+    parse_required_json(req, &body)
 }
 
 /// Read and parse an optional JSON object body (empty = default).

@@ -535,10 +535,14 @@ async fn webhook_arrives_soon_after_a_page_action() {
         let m = app.mint(json!({})).await;
         let before = seen.lock().map(|s| s.len()).unwrap_or(0);
         let acted = Instant::now();
-        app.page_get(&format!("/_link/{}/session", s(&m["token"]))).await;
+        app.page_get(&format!("/_link/{}/session", s(&m["token"])))
+            .await;
         let deadline = acted + Duration::from_secs(5);
         loop {
-            let arrived = seen.lock().ok().and_then(|all| all.get(before).map(|(_, _, t)| *t));
+            let arrived = seen
+                .lock()
+                .ok()
+                .and_then(|all| all.get(before).map(|(_, _, t)| *t));
             if let Some(t) = arrived {
                 delays.push(t.duration_since(acted));
                 break;
@@ -549,6 +553,9 @@ async fn webhook_arrives_soon_after_a_page_action() {
     }
     delays.sort();
     let median = delays[delays.len() / 2];
-    println!("page action to webhook arrival: median {median:?}, max {:?}", delays[delays.len() - 1]);
+    println!(
+        "page action to webhook arrival: median {median:?}, max {:?}",
+        delays[delays.len() - 1]
+    );
     assert!(median < Duration::from_millis(500), "{delays:?}");
 }
