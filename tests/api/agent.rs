@@ -559,3 +559,67 @@ async fn webhook_arrives_soon_after_a_page_action() {
     );
     assert!(median < Duration::from_millis(500), "{delays:?}");
 }
+
+#[test]
+fn sigterm_answers_waiters_and_exits_quickly() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("t.db");
+    let dbs = db.to_str().unwrap_or("").to_owned();
+    let mut server = crate::helpers::BinServer::start(&db, &[], &[]);
+    let key = server
+        .stdout_lines
+        .iter()
+        .find(|l| l.starts_with("bb_"))
+        .cloned()
+        .expect("key");
+    let out = run_bin(
+        &[
+            "--database",
+            &dbs,
+            "--json",
+            "users",
+            "create",
+            "--name",
+            "Ana",
+        ],
+        &[],
+    );
+    let user: Value = serde_json::from_slice(&out.stdout).expect("user");
+    let out = run_bin(
+        &[
+            "--database",
+            &dbs,
+            "--json",
+            "links",
+            "create",
+            "--user",
+            &s(&user["id"]),
+        ],
+        &[],
+    );
+    let link: Value = serde_json::from_slice(&out.stdout).expect("link");
+    let host = server.base.trim_start_matches("http://").to_owned();
+    let path = format!("/api/v1/connections/link/{}?wait=60", s(&link["id"]));
+    let waiter = std::thread::spawn(move || {
+        let mut sock = std::net::TcpStream::connect(&host).expect("connect");
+        write!(
+            sock,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut answer = String::new();
+        let _ = sock.read_to_string(&mut answer);
+        answer
+    });
+    // Let the request reach the server and start waiting.
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = Instant::now();
+    let status = server.terminate();
+    let took = stopped.elapsed();
+    let answer = waiter.join().expect("waiter");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"status\":\"pending\""), "{answer}");
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree as _;
-use proptest::test_runner::{Config as PropConfig, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use proptest::test_runner::{
+    Config as PropConfig, RngAlgorithm, TestCaseError, TestRng, TestRunner,
+};
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -63,8 +65,9 @@ fn row_counts(app: &TestApp) -> BTreeMap<String, i64> {
                 .collect::<Result<Vec<_>, _>>()?;
             let mut out = BTreeMap::new();
             for name in names {
-                let n: i64 =
-                    c.query_row(&format!("SELECT count(*) FROM \"{name}\""), [], |r| r.get(0))?;
+                let n: i64 = c.query_row(&format!("SELECT count(*) FROM \"{name}\""), [], |r| {
+                    r.get(0)
+                })?;
                 out.insert(name, n);
             }
             Ok(out)
@@ -147,7 +150,11 @@ async fn raw_exchange(addr: &str, request: &[u8], wait: Duration) -> RawOutcome 
 async fn assert_alive(app: &TestApp, after: &str) {
     let started = Instant::now();
     let r = app.page_get("/health/live").await;
-    assert_eq!(r.status, 200, "after {after}: /health/live answered {}", r.status);
+    assert_eq!(
+        r.status, 200,
+        "after {after}: /health/live answered {}",
+        r.status
+    );
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "after {after}: /health/live took {:?}",
@@ -250,10 +257,7 @@ fn hostile_redirect() -> BoxedStrategy<String> {
         prop::sample::select(PREFIXES.to_vec()),
         prop::collection::vec(prop::sample::select(PIECES.to_vec()), 0..4),
         "[ -~]{0,6}",
-        prop::option::weighted(
-            0.3,
-            (any::<usize>(), prop::sample::select(PIECES.to_vec())),
-        ),
+        prop::option::weighted(0.3, (any::<usize>(), prop::sample::select(PIECES.to_vec()))),
     )
         .prop_map(|(prefix, pieces, tail, insert)| {
             let mut s: String = prefix.to_owned();
@@ -330,8 +334,8 @@ fn proptest_redirect_url_never_escapes() {
         if let Ok(stored) = pinned.check_redirect(Some(&value)) {
             if !value.is_empty() {
                 accepted_pinned.fetch_add(1, Ordering::Relaxed);
-                let u = safe_url(&value)
-                    .map_err(|e| TestCaseError::fail(format!("{value:?}: {e}")))?;
+                let u =
+                    safe_url(&value).map_err(|e| TestCaseError::fail(format!("{value:?}: {e}")))?;
                 prop_assert_eq!(
                     u.origin().ascii_serialization(),
                     "https://example.com",
@@ -400,7 +404,10 @@ fn proptest_redirect_url_never_escapes() {
         "https://EXAMPLE.com/x?y=1#z",
         "https://example.com:443/done",
     ] {
-        assert!(pinned.check_redirect(Some(fine)).is_ok(), "{fine:?} refused");
+        assert!(
+            pinned.check_redirect(Some(fine)).is_ok(),
+            "{fine:?} refused"
+        );
     }
 }
 
@@ -539,25 +546,27 @@ fn create_body(user_id: String, short_id: String) -> BoxedStrategy<Map<String, V
 
 /// The contract's verdict on a create body: `Ok(())` for 201, else the
 /// expected status and the reasons.
-fn expected_outcome(body: &Map<String, Value>, user_id: &str, short_id: &str) -> Result<(), (u16, Vec<String>)> {
+fn expected_outcome(
+    body: &Map<String, Value>,
+    user_id: &str,
+    short_id: &str,
+) -> Result<(), (u16, Vec<String>)> {
     let rules = open_rules();
     let mut bad = Vec::new();
     let mut unknown_user = false;
     for (k, v) in body {
         let ok = match (k.as_str(), v) {
-            ("user_id", Value::String(s)) => {
-                match breadbox::domain::ids::EntityRef::parse(s) {
-                    None => false,
-                    Some(breadbox::domain::ids::EntityRef::Uuid(u)) => {
-                        unknown_user |= u != user_id;
-                        true
-                    }
-                    Some(breadbox::domain::ids::EntityRef::Short(sh)) => {
-                        unknown_user |= sh != short_id;
-                        true
-                    }
+            ("user_id", Value::String(s)) => match breadbox::domain::ids::EntityRef::parse(s) {
+                None => false,
+                Some(breadbox::domain::ids::EntityRef::Uuid(u)) => {
+                    unknown_user |= u != user_id;
+                    true
                 }
-            }
+                Some(breadbox::domain::ids::EntityRef::Short(sh)) => {
+                    unknown_user |= sh != short_id;
+                    true
+                }
+            },
             ("user_id", _) => false,
             ("provider", Value::Null) => true,
             ("provider", Value::String(s)) => s.is_empty() || s == "plaid",
@@ -661,7 +670,10 @@ async fn random_create_bodies_get_201_or_a_clear_4xx() {
                 assert_eq!(s["provider"], str_or_empty("provider"), "{what}");
                 assert_eq!(s["redirect_url"], str_or_empty("redirect_url"), "{what}");
                 assert_eq!(s["label"], str_or_empty("label"), "{what}");
-                let single = body.get("single_use").and_then(Value::as_bool).unwrap_or(false);
+                let single = body
+                    .get("single_use")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
                 assert_eq!(s["single_use"], single, "{what}");
                 let ttl = body
                     .get("expires_in_seconds")
@@ -669,7 +681,10 @@ async fn random_create_bodies_get_201_or_a_clear_4xx() {
                     .filter(|t| *t != 0)
                     .unwrap_or(900);
                 let lived = rfc3339(&s["expires_at"]) - rfc3339(&s["created_at"]);
-                assert!((lived - ttl).abs() <= 1, "{what}: ttl {lived}, expected {ttl}");
+                assert!(
+                    (lived - ttl).abs() <= 1,
+                    "{what}: ttl {lived}, expected {ttl}"
+                );
                 assert!(s["token"].as_str().is_some_and(|t| t.len() == 22), "{what}");
             }
             Err((status, reasons)) => {
@@ -702,7 +717,11 @@ async fn random_create_bodies_get_201_or_a_clear_4xx() {
     }
     let after = session_count(&app);
     println!("random create bodies: {cases} cases (seed {seed}), statuses {by_status:?}");
-    assert_eq!(after - before, created, "one session per 201, none otherwise");
+    assert_eq!(
+        after - before,
+        created,
+        "one session per 201, none otherwise"
+    );
     assert!(created > 0, "the generator must reach valid bodies too");
     assert_alive(&app, "random bodies").await;
 }
@@ -742,7 +761,11 @@ async fn malformed_bodies() {
         "[".repeat(20_000),
         "]".repeat(20_000)
     );
-    for (name, body) in [("arrays", &arrays), ("objects", &objects), ("in a field", &in_field)] {
+    for (name, body) in [
+        ("arrays", &arrays),
+        ("objects", &objects),
+        ("in a field", &in_field),
+    ] {
         assert!(body.len() <= 64 * 1024);
         let r = post_create_raw(&app, body.clone()).await;
         assert_envelope(&r, &format!("deep {name}"));
@@ -760,12 +783,22 @@ async fn malformed_bodies() {
     for (name, body) in [("arrays", arrays), ("objects", objects)] {
         let r = post_create_raw(&app, body).await;
         assert_envelope(&r, &format!("100k-deep {name}"));
-        assert_eq!((r.status, r.code()), (413, "PAYLOAD_TOO_LARGE"), "{}", r.text);
+        assert_eq!(
+            (r.status, r.code()),
+            (413, "PAYLOAD_TOO_LARGE"),
+            "{}",
+            r.text
+        );
         assert_alive(&app, &format!("100k-deep {name}")).await;
     }
 
     // Numbers no i64 can hold: a wrong value, not a broken body.
-    for n in ["1e999999", "123456789012345678901234567890", "-1e999999", "1e-999999"] {
+    for n in [
+        "1e999999",
+        "123456789012345678901234567890",
+        "-1e999999",
+        "1e-999999",
+    ] {
         let body = format!("{{\"user_id\":\"{uid}\",\"expires_in_seconds\":{n}}}");
         let r = post_create_raw(&app, body).await;
         assert_envelope(&r, &format!("expires_in_seconds {n}"));
@@ -781,7 +814,12 @@ async fn malformed_bodies() {
     let big = json!({ "user_id": uid, "label": "x".repeat(1 << 20) }).to_string();
     let r = post_create_raw(&app, big.clone()).await;
     assert_envelope(&r, "1 MB body");
-    assert_eq!((r.status, r.code()), (413, "PAYLOAD_TOO_LARGE"), "{}", r.text);
+    assert_eq!(
+        (r.status, r.code()),
+        (413, "PAYLOAD_TOO_LARGE"),
+        "{}",
+        r.text
+    );
     let mut chunked = format!(
         "POST /api/v1/connections/link HTTP/1.1\r\nHost: {}\r\nX-API-Key: {}\r\n\
          Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
@@ -814,12 +852,7 @@ async fn malformed_bodies() {
         "label": "lbl",
         "expires_in_seconds": 60,
     });
-    let fields: Vec<String> = full
-        .as_object()
-        .expect("object")
-        .keys()
-        .cloned()
-        .collect();
+    let fields: Vec<String> = full.as_object().expect("object").keys().cloned().collect();
     let mut created = 0;
     for f in &fields {
         let mut body = full.clone();
@@ -827,15 +860,27 @@ async fn malformed_bodies() {
         let r = app.post("/api/v1/connections/link", &body).await;
         if f == "user_id" {
             assert_envelope(&r, "null user_id");
-            assert_eq!((r.status, r.code()), (400, "VALIDATION_ERROR"), "{}", r.text);
+            assert_eq!(
+                (r.status, r.code()),
+                (400, "VALIDATION_ERROR"),
+                "{}",
+                r.text
+            );
         } else {
             assert_eq!(r.status, 201, "null {f} means absent: {}", r.text);
             created += 1;
             if f == "expires_in_seconds" {
                 let lived = rfc3339(&r.json["expires_at"]) - rfc3339(&r.json["created_at"]);
-                assert!((lived - 900).abs() <= 1, "null expires_in_seconds → 900, got {lived}");
+                assert!(
+                    (lived - 900).abs() <= 1,
+                    "null expires_in_seconds → 900, got {lived}"
+                );
             } else {
-                let dflt = if f == "single_use" { json!(false) } else { json!("") };
+                let dflt = if f == "single_use" {
+                    json!(false)
+                } else {
+                    json!("")
+                };
                 assert_eq!(r.json[f.as_str()], dflt, "null {f}");
             }
         }
@@ -845,7 +890,12 @@ async fn malformed_bodies() {
         .post("/api/v1/connections/link", &Value::Object(all_null))
         .await;
     assert_envelope(&r, "all null");
-    assert_eq!((r.status, r.code()), (400, "VALIDATION_ERROR"), "{}", r.text);
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "VALIDATION_ERROR"),
+        "{}",
+        r.text
+    );
 
     // Duplicate keys: any clear answer, never a 5xx, and writes match 201s.
     let sessions_before = session_count(&app);
@@ -888,7 +938,9 @@ async fn oversized_headers_are_refused() {
 
     // A 64 KiB junk header: a clear answer (a 4xx, or served normally), never a 5xx or a hang.
     let value = "v".repeat(64 * 1024);
-    let req = format!("GET /health/live HTTP/1.1\r\nHost: {a}\r\nX-Junk: {value}\r\nConnection: close\r\n\r\n");
+    let req = format!(
+        "GET /health/live HTTP/1.1\r\nHost: {a}\r\nX-Junk: {value}\r\nConnection: close\r\n\r\n"
+    );
     let out = raw_exchange(&a, req.as_bytes(), Duration::from_secs(5)).await;
     println!("64 KiB header on /health/live: {:?}", out.status);
     assert!(
@@ -913,7 +965,10 @@ async fn oversized_headers_are_refused() {
     // The same key spread as a Bearer token, and a 64 KiB Idempotency-Key.
     let r = read(
         app.request(reqwest::Method::POST, "/api/v1/users")
-            .header("Authorization", format!("Bearer bb_{}", "B".repeat(64 * 1024)))
+            .header(
+                "Authorization",
+                format!("Bearer bb_{}", "B".repeat(64 * 1024)),
+            )
             .json(&json!({"name": "x"}))
             .send()
             .await
@@ -935,8 +990,17 @@ async fn oversized_headers_are_refused() {
     )
     .await;
     assert_envelope(&r, "64 KiB Idempotency-Key");
-    assert_eq!((r.status, r.code()), (400, "VALIDATION_ERROR"), "{}", r.text);
-    assert_eq!(row_counts(&app), before_user, "64 KiB Idempotency-Key wrote something");
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "VALIDATION_ERROR"),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        row_counts(&app),
+        before_user,
+        "64 KiB Idempotency-Key wrote something"
+    );
 
     // Heads beyond what the HTTP layer buffers (one 200 KiB header; 200
     // headers): 431 or closed, never served, never a 5xx.
@@ -945,7 +1009,10 @@ async fn oversized_headers_are_refused() {
         app.key,
         "v".repeat(200 * 1024)
     );
-    let mut many = format!("GET /api/v1/users HTTP/1.1\r\nHost: {a}\r\nX-API-Key: {}\r\n", app.key);
+    let mut many = format!(
+        "GET /api/v1/users HTTP/1.1\r\nHost: {a}\r\nX-API-Key: {}\r\n",
+        app.key
+    );
     for i in 0..200 {
         many.push_str(&format!("X-H{i}: {i}\r\n"));
     }
@@ -954,7 +1021,8 @@ async fn oversized_headers_are_refused() {
         let out = raw_exchange(&a, req.as_bytes(), Duration::from_secs(5)).await;
         println!("{name}: {:?} closed={}", out.status, out.closed);
         assert!(
-            out.status.is_some_and(|s| (400..500).contains(&s)) || (out.status.is_none() && out.closed),
+            out.status.is_some_and(|s| (400..500).contains(&s))
+                || (out.status.is_none() && out.closed),
             "{name}: {:?}",
             String::from_utf8_lossy(&out.bytes[..out.bytes.len().min(200)])
         );
@@ -985,7 +1053,9 @@ async fn slow_clients_cannot_hold_the_server() {
                 app.key
             ),
         };
-        s.write_all(partial.as_bytes()).await.expect("write partial");
+        s.write_all(partial.as_bytes())
+            .await
+            .expect("write partial");
         stalled.push(s);
     }
 
@@ -1011,17 +1081,27 @@ async fn slow_clients_cannot_hold_the_server() {
     // After client_request_timeout (10 s) the server drops every stalled
     // socket (possibly after a 408).
     let deadline = tokio::time::Instant::from_std(opened + Duration::from_secs(15));
-    let closes = join_all(stalled.into_iter().enumerate().map(|(i, mut s)| async move {
-        let mut buf = [0u8; 1024];
-        let mut got = Vec::new();
-        loop {
-            match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-                Err(_) => return Err(format!("socket {i} still open after 15 s: {:?}", String::from_utf8_lossy(&got))),
-                Ok(Ok(0)) | Ok(Err(_)) => return Ok(got),
-                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    }))
+    let closes = join_all(
+        stalled
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut s)| async move {
+                let mut buf = [0u8; 1024];
+                let mut got = Vec::new();
+                loop {
+                    match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+                        Err(_) => {
+                            return Err(format!(
+                                "socket {i} still open after 15 s: {:?}",
+                                String::from_utf8_lossy(&got)
+                            ))
+                        }
+                        Ok(Ok(0)) | Ok(Err(_)) => return Ok(got),
+                        Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+            }),
+    )
     .await;
     let mut answered_408 = 0;
     for c in closes {
@@ -1076,7 +1156,12 @@ async fn wrong_methods() {
             .await;
             let what = format!("{method} {path}");
             assert_envelope(&r, &what);
-            assert!(r.status == 404 || r.status == 405, "{what}: {} {}", r.status, r.text);
+            assert!(
+                r.status == 404 || r.status == 405,
+                "{what}: {} {}",
+                r.status,
+                r.text
+            );
             if r.status == 405 {
                 assert_eq!(r.code(), "METHOD_NOT_ALLOWED", "{what}");
                 assert!(!r.header("allow").is_empty(), "{what}: 405 without Allow");
@@ -1088,8 +1173,14 @@ async fn wrong_methods() {
     }
     // Other methods that no route has.
     for (method, path) in [
-        (reqwest::Method::DELETE, "/api/v1/connections/link".to_owned()),
-        (reqwest::Method::DELETE, format!("/api/v1/connections/link/{sid}")),
+        (
+            reqwest::Method::DELETE,
+            "/api/v1/connections/link".to_owned(),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/api/v1/connections/link/{sid}"),
+        ),
         (reqwest::Method::POST, format!("/api/v1/users/{uid}")),
         (reqwest::Method::DELETE, "/api/v1/users".to_owned()),
     ] {
@@ -1104,7 +1195,12 @@ async fn wrong_methods() {
         .await;
         let what = format!("{method} {path}");
         assert_envelope(&r, &what);
-        assert!(r.status == 404 || r.status == 405, "{what}: {} {}", r.status, r.text);
+        assert!(
+            r.status == 404 || r.status == 405,
+            "{what}: {} {}",
+            r.status,
+            r.text
+        );
         *seen.entry(r.status).or_default() += 1;
     }
     println!("wrong methods: statuses {seen:?}");
