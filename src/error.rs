@@ -44,6 +44,8 @@ pub enum ApiError {
     Consumed,
     /// 410: the session failed.
     Gone,
+    /// 408: the body did not arrive in time.
+    RequestTimeout,
     /// 413: body over 64 KiB.
     PayloadTooLarge,
     /// 415: not `application/json`.
@@ -77,6 +79,7 @@ impl ApiError {
             ApiError::Expired => "EXPIRED",
             ApiError::Consumed => "CONSUMED",
             ApiError::Gone => "GONE",
+            ApiError::RequestTimeout => "REQUEST_TIMEOUT",
             ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::RateLimited(_) => "RATE_LIMITED",
@@ -116,6 +119,7 @@ impl ApiError {
             ApiError::Expired => "this link has expired; ask for a new one".into(),
             ApiError::Consumed => "this link was already used".into(),
             ApiError::Gone => "this link is no longer active".into(),
+            ApiError::RequestTimeout => "the request body did not arrive in time".into(),
             ApiError::PayloadTooLarge => "the request body is larger than 64 KiB".into(),
             ApiError::UnsupportedMediaType => "send the body as application/json".into(),
             ApiError::RateLimited(s) => format!("too many requests; retry after {s}s"),
@@ -167,6 +171,7 @@ impl ResponseError for ApiError {
             | ApiError::ConnectionDisconnected
             | ApiError::IdempotencyConflict => StatusCode::CONFLICT,
             ApiError::Expired | ApiError::Consumed | ApiError::Gone => StatusCode::GONE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,

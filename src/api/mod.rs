@@ -108,17 +108,27 @@ pub async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<V
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::InvalidBody(format!("could not read the body: {e}")))?;
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(ApiError::PayloadTooLarge);
+    let read = async {
+        let mut body = Vec::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk
+                .map_err(|e| ApiError::InvalidBody(format!("could not read the body: {e}")))?;
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        Ok(body)
+    };
+    // The server's request timeout covers only the head; a body that stalls
+    // must not hold a connection forever.
+    tokio::time::timeout(BODY_TIMEOUT, read)
+        .await
+        .map_err(|_| ApiError::RequestTimeout)?
 }
+
+/// How long a client may take to send its whole body.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Parse a JSON object body into `T`. An empty body is `None` (the caller
 /// decides whether that is allowed); anything else must be `application/json`.

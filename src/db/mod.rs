@@ -10,8 +10,11 @@ pub mod meta;
 mod migrate;
 pub mod outbox;
 pub mod users;
+mod worker;
 
+use std::convert::Infallible;
 use std::path::Path;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use r2d2::{Pool, PooledConnection};
@@ -59,11 +62,13 @@ impl From<r2d2::Error> for DbError {
 /// Result of a storage call.
 pub type DbResult<T> = Result<T, DbError>;
 
-/// Handle to the database: cheap to clone.
+/// Handle to the database: cheap to clone. Async callers hand their work to
+/// dedicated SQLite threads (see [`worker`]); sync callers (the CLI) block.
 #[derive(Clone)]
 pub struct Db {
     read: Pool<SqliteConnectionManager>,
-    write: Pool<SqliteConnectionManager>,
+    readers: mpsc::Sender<worker::ReadJob>,
+    writer: mpsc::Sender<Box<dyn worker::WriteJob>>,
     emit: Emit,
 }
 
@@ -78,6 +83,13 @@ pub struct Emit {
 /// How long a connection waits on another process's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Reader threads (and read connections).
+const READERS: u32 = 4;
+
+fn stopped() -> DbError {
+    DbError::Task("the database threads have stopped".into())
+}
+
 impl Db {
     /// Open (creating if needed) the database at `path`, apply pragmas and migrations.
     /// `synchronous` is `"FULL"` or `"NORMAL"`.
@@ -88,28 +100,25 @@ impl Db {
                 "PRAGMA foreign_keys = ON; PRAGMA synchronous = {synchronous};"
             ))
         };
-        // WAL is a property of the file; set it once before the pools open.
-        {
-            let c = Connection::open(path)?;
-            c.busy_timeout(BUSY_TIMEOUT)?;
-            let mode: String = c.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-            if !mode.eq_ignore_ascii_case("wal") {
-                return Err(DbError::Corrupt(format!("journal_mode is {mode}, not wal")));
-            }
+        // WAL is a property of the file; set it on the writer before anything else.
+        let mut writer = Connection::open(path)?;
+        init(&mut writer)?;
+        let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(DbError::Corrupt(format!("journal_mode is {mode}, not wal")));
         }
-        let write = Pool::builder()
-            .max_size(1)
-            .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(30))
-            .build(SqliteConnectionManager::file(path).with_init(init))?;
         let read = Pool::builder()
-            .max_size(4)
+            .max_size(READERS)
             .min_idle(Some(1))
+            .test_on_check_out(false)
             .connection_timeout(Duration::from_secs(30))
             .build(SqliteConnectionManager::file(path).with_init(init))?;
+        let spawn_failed =
+            |e: std::io::Error| DbError::Task(format!("starting database threads: {e}"));
         let db = Db {
+            readers: worker::spawn_readers(READERS as usize, read.clone()).map_err(spawn_failed)?,
+            writer: worker::spawn_writer(writer).map_err(spawn_failed)?,
             read,
-            write,
             emit: Emit::default(),
         };
         db.write(migrate::run)?;
@@ -127,20 +136,44 @@ impl Db {
         self.emit
     }
 
-    /// Run `f` on a read connection (blocking).
+    /// Run `f` on a read connection, on the calling thread (blocking).
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> DbResult<T>) -> DbResult<T> {
         let conn: PooledConnection<_> = self.read.get()?;
         f(&conn)
     }
 
-    /// Run `f` in a `BEGIN IMMEDIATE` transaction on the single writer
-    /// connection (blocking); commits when `f` returns `Ok`.
+    /// Run `f` on a reader thread and await the result.
+    pub async fn read_async<T, F>(&self, f: F) -> DbResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: worker::ReadJob = Box::new(move |conn| drop(tx.send(f(conn))));
+        self.readers.send(job).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    fn queue<T, E, F>(&self, f: F, reply: worker::Reply<DbResult<Result<T, E>>>) -> DbResult<()>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        F: FnOnce(&Transaction) -> DbResult<Result<T, E>> + Send + 'static,
+    {
+        let job = worker::Job {
+            f: Some(f),
+            out: None,
+            reply: Some(reply),
+        };
+        self.writer.send(Box::new(job)).map_err(|_| stopped())
+    }
+
+    /// Run `f` in a `BEGIN IMMEDIATE` transaction on the calling thread
+    /// (blocking; for the CLI, start-up and tests — the server's requests go
+    /// through the writer thread) and commit when it returns `Ok`.
     pub fn write<T>(&self, f: impl FnOnce(&Transaction) -> DbResult<T>) -> DbResult<T> {
-        let mut conn = self.write.get()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        self.write_checked(|tx| f(tx).map(Ok::<T, Infallible>))
+            .map(|r| r.unwrap_or_else(|never| match never {}))
     }
 
     /// Like [`Db::write`], but commits only when `f` returns `Ok(Ok(_))`: an
@@ -149,7 +182,7 @@ impl Db {
         &self,
         f: impl FnOnce(&Transaction) -> DbResult<Result<T, E>>,
     ) -> DbResult<Result<T, E>> {
-        let mut conn = self.write.get()?;
+        let mut conn = self.read.get()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         if out.is_ok() {
@@ -158,44 +191,28 @@ impl Db {
         Ok(out)
     }
 
-    /// [`Db::write_checked`] on the blocking thread pool.
+    /// [`Db::write_checked`], awaited.
     pub async fn write_checked_async<T, E, F>(&self, f: F) -> DbResult<Result<T, E>>
     where
         T: Send + 'static,
         E: Send + 'static,
         F: FnOnce(&Transaction) -> DbResult<Result<T, E>> + Send + 'static,
     {
-        let db = self.clone();
-        run_blocking(move || db.write_checked(f)).await
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queue(f, tx)?;
+        rx.await.map_err(|_| stopped())?
     }
 
-    /// [`Db::read`] on the blocking thread pool.
-    pub async fn read_async<T, F>(&self, f: F) -> DbResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
-    {
-        let db = self.clone();
-        run_blocking(move || db.read(f)).await
-    }
-
-    /// [`Db::write`] on the blocking thread pool.
+    /// [`Db::write`], awaited.
     pub async fn write_async<T, F>(&self, f: F) -> DbResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction) -> DbResult<T> + Send + 'static,
     {
-        let db = self.clone();
-        run_blocking(move || db.write(f)).await
+        self.write_checked_async(move |tx| f(tx).map(Ok::<T, Infallible>))
+            .await
+            .map(|r| r.unwrap_or_else(|never| match never {}))
     }
-}
-
-async fn run_blocking<T: Send + 'static>(
-    f: impl FnOnce() -> DbResult<T> + Send + 'static,
-) -> DbResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| DbError::Task(e.to_string()))?
 }
 
 /// Read an enum column through its `parse` function.

@@ -204,9 +204,22 @@ fn hammer(
 }
 
 /// With the server dead: the file passes `integrity_check`, is still WAL, and
-/// holds at least `recorded` sessions.
-fn check_file(db: &Path, recorded: usize, round: u64) {
+/// holds at least `recorded` sessions. Returns the size of the WAL the crash
+/// left behind. The check does not checkpoint on close, so the restarted
+/// server itself has to recover that WAL.
+fn check_file(db: &Path, recorded: usize, round: u64) -> u64 {
+    let wal = |p: &Path| {
+        let mut name = p.as_os_str().to_owned();
+        name.push("-wal");
+        std::fs::metadata(std::path::PathBuf::from(name)).map_or(0, |m| m.len())
+    };
+    let wal_bytes = wal(db);
     let c = rusqlite::Connection::open(db).expect("open the database after the kill");
+    c.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )
+    .expect("no checkpoint on close");
     let integrity: String = c
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .expect("integrity_check");
@@ -222,6 +235,12 @@ fn check_file(db: &Path, recorded: usize, round: u64) {
         usize::try_from(rows).unwrap_or(0) >= recorded,
         "round {round}: {rows} rows in link_sessions but {recorded} sessions were answered 201"
     );
+    drop(c);
+    assert!(
+        wal(db) >= wal_bytes,
+        "round {round}: the check must leave the crash's WAL for the server"
+    );
+    wal_bytes
 }
 
 /// GET every session in `sessions` and compare with its 201 body minus
@@ -302,6 +321,7 @@ fn sessions_answered_201_survive_kill_9() {
     let mut unverified: Vec<Value> = Vec::new();
     let mut survived = 0u64;
     let mut kill_errors = 0u64;
+    let mut wal_left = 0u64;
     let mut round = 1;
     loop {
         // Every session answered 201 before the last kill is there, unchanged.
@@ -333,9 +353,12 @@ fn sessions_answered_201_survive_kill_9() {
             unverified.extend(log.created.iter().cloned());
             all.extend(log.created);
         }
-        println!("round {round}: killed after {delay} ms, {created_now} sessions answered 201");
-
-        check_file(&db, all.len(), round);
+        let wal_bytes = check_file(&db, all.len(), round);
+        wal_left = wal_left.max(wal_bytes);
+        println!(
+            "round {round}: killed after {delay} ms, {created_now} sessions answered 201, \
+             {wal_bytes} bytes of WAL left for the restart"
+        );
         survived += 1;
 
         server = BinServer::start(&db, &[], &env);
@@ -359,7 +382,8 @@ fn sessions_answered_201_survive_kill_9() {
     check_file(&db, all.len(), round);
     println!(
         "crash: {survived} of {rounds} rounds survived SIGKILL, {} sessions verified \
-         ({kill_errors} requests cut off by the kills, seed {seed}, {:.1} s)",
+         ({kill_errors} requests cut off by the kills, largest WAL left by a kill {wal_left} bytes, \
+         seed {seed}, {:.1} s)",
         all.len(),
         started.elapsed().as_secs_f64()
     );

@@ -1,0 +1,154 @@
+//! Dedicated SQLite threads, so no async worker ever blocks on SQLite and the
+//! thread count stays fixed: one writer that owns the only write connection
+//! and group-commits whatever is queued, and a few readers.
+//!
+//! Group commit: the writer takes every queued change (up to a batch), runs
+//! each in its own SAVEPOINT inside one `BEGIN IMMEDIATE` transaction, and
+//! commits once — one fsync for the batch. A change that is refused or fails
+//! rolls back to its savepoint alone. Nobody hears "done" before the commit.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+
+use r2d2::Pool;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+use super::{DbError, DbResult};
+
+/// Most changes committed together.
+const MAX_BATCH: usize = 64;
+
+/// Where a result goes: the task awaiting it.
+pub(super) type Reply<T> = tokio::sync::oneshot::Sender<T>;
+
+/// A queued change.
+pub(super) trait WriteJob: Send {
+    /// Run inside the batch transaction; true to keep what it wrote.
+    fn run(&mut self, tx: &Transaction) -> bool;
+    /// Report the outcome once the batch is committed (or failed).
+    fn finish(self: Box<Self>, committed: Result<(), String>);
+}
+
+/// A change whose closure returns `Ok(Ok(_))` to be kept.
+pub(super) struct Job<T, E, F> {
+    pub f: Option<F>,
+    pub out: Option<DbResult<Result<T, E>>>,
+    pub reply: Option<Reply<DbResult<Result<T, E>>>>,
+}
+
+impl<T, E, F> WriteJob for Job<T, E, F>
+where
+    T: Send,
+    E: Send,
+    F: FnOnce(&Transaction) -> DbResult<Result<T, E>> + Send,
+{
+    fn run(&mut self, tx: &Transaction) -> bool {
+        let Some(f) = self.f.take() else { return false };
+        let out = catch_unwind(AssertUnwindSafe(|| f(tx)))
+            .unwrap_or_else(|_| Err(DbError::Task("a database change panicked".into())));
+        let keep = matches!(out, Ok(Ok(_)));
+        self.out = Some(out);
+        keep
+    }
+
+    fn finish(mut self: Box<Self>, committed: Result<(), String>) {
+        let result = match (self.out.take(), committed) {
+            (Some(Ok(Ok(v))), Ok(())) => Ok(Ok(v)),
+            (Some(Ok(Ok(_))) | None, Err(e)) => Err(DbError::Task(format!("commit failed: {e}"))),
+            (None, Ok(())) => Err(DbError::Task("the change never ran".into())),
+            // Refused or failed: rolled back to its savepoint, reported as is.
+            (Some(other), _) => other,
+        };
+        if let Some(reply) = self.reply.take() {
+            // The asker may have gone away (a dropped request); nothing to do then.
+            drop(reply.send(result));
+        }
+    }
+}
+
+/// Start the writer thread on `conn`; returns its queue.
+pub(super) fn spawn_writer(conn: Connection) -> std::io::Result<mpsc::Sender<Box<dyn WriteJob>>> {
+    let (tx, rx) = mpsc::channel::<Box<dyn WriteJob>>();
+    thread::Builder::new()
+        .name("sqlite-writer".into())
+        .spawn(move || writer_loop(conn, &rx))?;
+    Ok(tx)
+}
+
+fn writer_loop(mut conn: Connection, rx: &mpsc::Receiver<Box<dyn WriteJob>>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let committed = run_batch(&mut conn, &mut batch).map_err(|e| e.to_string());
+        if let Err(e) = &committed {
+            log::error!("database write failed: {e}");
+        }
+        for job in batch {
+            job.finish(committed.clone());
+        }
+    }
+}
+
+fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if let [only] = batch {
+        // One change: no savepoint needed; an unkept change rolls back whole.
+        if only.run(&tx) {
+            return tx.commit();
+        }
+        return tx.rollback();
+    }
+    for job in batch.iter_mut() {
+        tx.execute_batch("SAVEPOINT change")?;
+        if job.run(&tx) {
+            tx.execute_batch("RELEASE change")?;
+        } else {
+            tx.execute_batch("ROLLBACK TO change; RELEASE change")?;
+        }
+    }
+    tx.commit()
+}
+
+/// A read to run on a reader thread.
+pub(super) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// Start `n` reader threads drawing connections from `pool`.
+pub(super) fn spawn_readers(
+    n: usize,
+    pool: Pool<SqliteConnectionManager>,
+) -> std::io::Result<mpsc::Sender<ReadJob>> {
+    let (tx, rx) = mpsc::channel::<ReadJob>();
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..n {
+        let rx = Arc::clone(&rx);
+        let pool = pool.clone();
+        thread::Builder::new()
+            .name(format!("sqlite-reader-{i}"))
+            .spawn(move || loop {
+                let job = {
+                    let queue = rx.lock().unwrap_or_else(|p| p.into_inner());
+                    match queue.recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    }
+                };
+                // A failed or panicking job drops its reply: the asker sees an error.
+                match pool.get() {
+                    Ok(conn) => {
+                        if catch_unwind(AssertUnwindSafe(|| job(&conn))).is_err() {
+                            log::error!("a database read panicked");
+                        }
+                    }
+                    Err(e) => log::error!("no read connection: {e}"),
+                }
+            })?;
+    }
+    Ok(tx)
+}
