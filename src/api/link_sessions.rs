@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::idempotency::Produced;
 use super::{entity_ref, parse_query, parse_required_json, read_body, route, RouteEntry};
-use crate::auth::Auth;
+use crate::auth::{Auth, Presented};
 use crate::db::link_sessions::{self as store, Change, ListFilter, Minter, NewSession};
 use crate::db::{events, users};
 use crate::domain::api_key::Scope;
@@ -134,24 +134,43 @@ struct GetQuery {
 const MAX_WAIT: u64 = 60;
 
 async fn get_link_session(
-    _auth: Auth,
+    presented: Presented,
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let q: GetQuery = parse_query(&req)?;
-    let wait = q
-        .wait
-        .map(|w| {
-            w.parse::<u64>()
-                .ok()
-                .filter(|n| (1..=MAX_WAIT).contains(n))
-                .ok_or_else(|| {
-                    ApiError::Validation(format!("wait: must be 1 to 60 seconds, got {w:?}"))
-                })
+    // Checked after the key, so a bad query without a key still answers 401.
+    let wait = parse_query::<GetQuery>(&req).and_then(|q| {
+        q.wait
+            .map(|w| {
+                w.parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_WAIT).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::Validation(format!("wait: must be 1 to 60 seconds, got {w:?}"))
+                    })
+            })
+            .transpose()
+    });
+    // The hot path of polling agents: the key and the session in one read.
+    let hash = presented.hash()?;
+    let r = EntityRef::parse(&path);
+    let (key, found) = state
+        .db
+        .read_async(move |c| {
+            let key = crate::db::api_keys::find_by_hash(c, &hash)?;
+            let session = match &r {
+                Some(r) => store::get(c, r)?,
+                None => None,
+            };
+            Ok((key, session))
         })
-        .transpose()?;
-    let session = find(&state, &path).await?;
+        .await?;
+    presented.accept(key)?;
+    let wait = wait?;
+    let session = found
+        .map(|s| s.at(time::now()))
+        .ok_or_else(|| ApiError::NotFound("link session".into()))?;
     let session = match wait {
         Some(secs) if !session.status.is_terminal() => {
             long_poll(&state, session, Duration::from_secs(secs)).await?
