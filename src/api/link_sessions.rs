@@ -158,11 +158,14 @@ async fn get_link_session(
     let (key, found) = state
         .db
         .read_async(move |c| {
-            let key = crate::db::api_keys::find_by_hash(c, &hash)?;
+            // One read transaction: one shared lock for both look-ups.
+            let tx = c.unchecked_transaction()?;
+            let key = crate::db::api_keys::find_by_hash(&tx, &hash)?;
             let session = match &r {
-                Some(r) => store::get(c, r)?,
+                Some(r) => store::get(&tx, r)?,
                 None => None,
             };
+            tx.commit()?;
             Ok((key, session))
         })
         .await?;
@@ -261,7 +264,9 @@ pub fn list_filter(
             .filter(|n| (1..=200).contains(n))
             .ok_or_else(|| ApiError::Validation(format!("limit: must be 1 to 200, got {l:?}")))?,
     };
+    // An empty cursor is no cursor (as a client building URLs may send it).
     let before_seq = cursor
+        .filter(|c| !c.is_empty())
         .map(|c| {
             decode_cursor(c)
                 .ok_or_else(|| ApiError::Validation("cursor: not a valid cursor".into()))

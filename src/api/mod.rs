@@ -72,11 +72,13 @@ fn patterns() -> &'static [(Method, ResourceDef)] {
 /// No `/api/v1` route matched: 405 with `Allow` when the path exists under
 /// another method, else 404.
 async fn no_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    let allowed: Vec<&str> = patterns()
+    let mut allowed: Vec<&str> = patterns()
         .iter()
         .filter(|(_, def)| def.is_match(req.path()))
         .map(|(m, _)| m.as_str())
         .collect();
+    allowed.sort_unstable();
+    allowed.dedup();
     if allowed.is_empty() {
         return Err(ApiError::NotFound("route".into()));
     }

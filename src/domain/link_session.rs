@@ -292,6 +292,26 @@ impl Transition {
     }
 }
 
+/// An optional whole number; like JSON Schema's `integer`, `60.0` counts.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error as _;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(i) = n.as_i64() {
+        return Ok(Some(i));
+    }
+    // Judge the text, not a rounded float: `60.000` is whole, `1e-9` is not.
+    let text = n.to_string();
+    let whole = match text.split_once('.') {
+        Some((int, frac)) if !frac.is_empty() && frac.bytes().all(|b| b == b'0') => int,
+        _ => text.as_str(),
+    };
+    whole.parse::<i64>().map(Some).map_err(|_| {
+        D::Error::custom(format!("expected a whole number of seconds, got {text}"))
+    })
+}
+
 /// The POST /connections/link body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -311,7 +331,7 @@ pub struct CreateRequest {
     #[serde(default)]
     pub label: Option<String>,
     /// 0 or absent = default TTL.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub expires_in_seconds: Option<i64>,
 }
 
@@ -326,7 +346,7 @@ pub struct RelinkRequest {
     #[serde(default)]
     pub label: Option<String>,
     /// 0 or absent = default TTL.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub expires_in_seconds: Option<i64>,
 }
 
@@ -621,6 +641,15 @@ mod tests {
         );
         assert!(ttl(r#"{"user_id":"u","expires_in_seconds":3601}"#).is_err());
         assert!(ttl(r#"{"user_id":"u","expires_in_seconds":-1}"#).is_err());
+        assert_eq!(ttl(r#"{"user_id":"u","expires_in_seconds":60.0}"#), Ok(60));
+        assert!(serde_json::from_str::<CreateRequest>(
+            r#"{"user_id":"u","expires_in_seconds":1.5}"#
+        )
+        .is_err());
+        assert!(serde_json::from_str::<CreateRequest>(
+            r#"{"user_id":"u","expires_in_seconds":"60"}"#
+        )
+        .is_err());
     }
 
     #[test]

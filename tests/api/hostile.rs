@@ -627,8 +627,16 @@ fn expected_outcome(
                 s.chars().count() <= 200 && !s.chars().any(char::is_control)
             }
             ("expires_in_seconds", Value::Null) => true,
+            // A whole number, as JSON Schema's `integer` counts (`60.0` too).
             ("expires_in_seconds", Value::Number(n)) => {
-                n.as_i64().is_some_and(|t| (0..=3600).contains(&t))
+                let text = n.to_string();
+                let whole = match text.split_once('.') {
+                    Some((int, frac)) if !frac.is_empty() && frac.bytes().all(|b| b == b'0') => {
+                        int.to_owned()
+                    }
+                    _ => text.clone(),
+                };
+                whole.parse::<i64>().is_ok_and(|t| (0..=3600).contains(&t))
             }
             _ => false,
         };
