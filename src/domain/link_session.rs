@@ -307,9 +307,10 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D
         Some((int, frac)) if !frac.is_empty() && frac.bytes().all(|b| b == b'0') => int,
         _ => text.as_str(),
     };
-    whole.parse::<i64>().map(Some).map_err(|_| {
-        D::Error::custom(format!("expected a whole number of seconds, got {text}"))
-    })
+    whole
+        .parse::<i64>()
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("expected a whole number of seconds, got {text}")))
 }
 
 /// The POST /connections/link body.

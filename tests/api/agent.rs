@@ -567,12 +567,7 @@ fn sigterm_answers_waiters_and_exits_quickly() {
     let db = dir.path().join("t.db");
     let dbs = db.to_str().unwrap_or("").to_owned();
     let mut server = crate::helpers::BinServer::start(&db, &[], &[]);
-    let key = server
-        .stdout_lines
-        .iter()
-        .find(|l| l.starts_with("bb_"))
-        .cloned()
-        .expect("key");
+    let key = server.bootstrap_key();
     let out = run_bin(
         &[
             "--database",

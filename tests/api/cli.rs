@@ -16,12 +16,7 @@ fn serve_prints_a_bootstrap_key_once_and_it_works() {
     let dir = tempfile::tempdir().expect("dir");
     let db = dir.path().join("b.db");
     let mut server = BinServer::start(&db, &[], &[]);
-    let key = server
-        .stdout_lines
-        .iter()
-        .find(|l| l.starts_with("bb_"))
-        .cloned()
-        .expect("key printed");
+    let key = server.bootstrap_key();
     assert!(
         server.stdout_lines.iter().any(|l| l.contains("X-API-Key")),
         "one line on how to use it"
@@ -115,12 +110,7 @@ fn admin_commands_print_one_json_document_and_share_the_database_with_the_server
     let db = dir.path().join("b.db");
     let dbs = db.to_str().unwrap_or("").to_owned();
     let server = BinServer::start(&db, &[], &[]);
-    let key = server
-        .stdout_lines
-        .iter()
-        .find(|l| l.starts_with("bb_"))
-        .cloned()
-        .expect("key");
+    let key = server.bootstrap_key();
 
     let out = run_bin(
         &[
@@ -321,12 +311,7 @@ fn backup_while_serving_then_restore() {
     let db = dir.path().join("live.db");
     let dbs = db.to_str().unwrap_or("").to_owned();
     let server = BinServer::start(&db, &[], &[]);
-    let key = server
-        .stdout_lines
-        .iter()
-        .find(|l| l.starts_with("bb_"))
-        .cloned()
-        .expect("key");
+    let key = server.bootstrap_key();
     let out = run_bin(
         &[
             "--database",

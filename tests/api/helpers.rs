@@ -87,30 +87,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
 
 /// Start the app on `config` (whose database lives in `dir`).
 pub async fn start(config: Config, dir: TempDir) -> TestApp {
-    let db = Db::open(
-        &config.database.path,
-        config.database.synchronous.as_pragma(),
-    )
-    .expect("open database");
-    let key = make_key(&db, "test-full", Scope::FullAccess);
-    let read_key = make_key(&db, "test-read", Scope::ReadOnly);
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let db_path = config.database.path.clone();
-    let server = breadbox::build(config, db.clone(), listener).expect("build server");
-    actix_web::rt::spawn(server);
-    TestApp {
-        base,
-        db,
-        key,
-        read_key,
-        db_path,
-        _dir: dir,
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client"),
-    }
+    start_with_options(config, dir, &breadbox::providers::ClientOptions::default()).await
 }
 
 /// Create an API key straight in the database; returns the plaintext.
@@ -346,6 +323,15 @@ impl BinServer {
                 return;
             }
         }
+    }
+
+    /// The bootstrap key printed on a first start.
+    pub fn bootstrap_key(&self) -> String {
+        self.stdout_lines
+            .iter()
+            .find(|l| l.starts_with("bb_"))
+            .cloned()
+            .expect("the bootstrap key was printed")
     }
 
     /// The log text so far.
