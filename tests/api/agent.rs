@@ -565,35 +565,9 @@ fn sigterm_answers_waiters_and_exits_quickly() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().expect("dir");
     let db = dir.path().join("t.db");
-    let dbs = db.to_str().unwrap_or("").to_owned();
     let mut server = crate::helpers::BinServer::start(&db, &[], &[]);
     let key = server.bootstrap_key();
-    let out = run_bin(
-        &[
-            "--database",
-            &dbs,
-            "--json",
-            "users",
-            "create",
-            "--name",
-            "Ana",
-        ],
-        &[],
-    );
-    let user: Value = serde_json::from_slice(&out.stdout).expect("user");
-    let out = run_bin(
-        &[
-            "--database",
-            &dbs,
-            "--json",
-            "links",
-            "create",
-            "--user",
-            &s(&user["id"]),
-        ],
-        &[],
-    );
-    let link: Value = serde_json::from_slice(&out.stdout).expect("link");
+    let (_, link) = crate::helpers::admin_user_and_link(&db);
     let host = server.base.trim_start_matches("http://").to_owned();
     let path = format!("/api/v1/connections/link/{}?wait=60", s(&link["id"]));
     let waiter = std::thread::spawn(move || {

@@ -312,32 +312,7 @@ fn backup_while_serving_then_restore() {
     let dbs = db.to_str().unwrap_or("").to_owned();
     let server = BinServer::start(&db, &[], &[]);
     let key = server.bootstrap_key();
-    let out = run_bin(
-        &[
-            "--database",
-            &dbs,
-            "--json",
-            "users",
-            "create",
-            "--name",
-            "Ana",
-        ],
-        &[],
-    );
-    let user = stdout_json(&out);
-    let out = run_bin(
-        &[
-            "--database",
-            &dbs,
-            "--json",
-            "links",
-            "create",
-            "--user",
-            user["id"].as_str().unwrap_or(""),
-        ],
-        &[],
-    );
-    let link = stdout_json(&out);
+    let (user, link) = crate::helpers::admin_user_and_link(&db);
 
     let copy = dir.path().join("backup").join("copy.db");
     std::fs::create_dir_all(copy.parent().expect("parent")).expect("mkdir");

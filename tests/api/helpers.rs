@@ -404,3 +404,27 @@ impl BinServer {
         self.child.wait().expect("wait")
     }
 }
+
+/// Run an admin command with `--database db --json`; it must succeed and
+/// print exactly one JSON document, which is returned.
+pub fn admin(db: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--database", db.to_str().expect("utf-8 path"), "--json"];
+    all.extend_from_slice(args);
+    let out = run_bin(&all, &[]);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1, "one JSON document: {text}");
+    serde_json::from_str(&text).expect("stdout is JSON")
+}
+
+/// A user and a fresh link for them, made with the CLI on `db`.
+pub fn admin_user_and_link(db: &Path) -> (serde_json::Value, serde_json::Value) {
+    let user = admin(db, &["users", "create", "--name", "Ana"]);
+    let id = user["id"].as_str().expect("user id").to_owned();
+    let link = admin(db, &["links", "create", "--user", &id]);
+    (user, link)
+}
