@@ -170,6 +170,61 @@ async fn browser_teller_single_use_consumes() {
 }
 
 #[actix_web::test]
+async fn browser_teller_relink_reconnects_the_enrollment() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let fake = FakeTeller::start().await;
+    fake.add_token("token_browser_2", "enr_browser_2");
+    let app = spawn_app_with(|c| c.teller = fake.teller_config()).await;
+    // A connection made through the page's API, as the first visit would.
+    let first = app.mint(json!({ "provider": "teller" })).await;
+    let token = str_of(&first["token"]);
+    app.page_get(&format!("/_link/{token}/session")).await;
+    let added = app
+        .page_post(
+            &format!("/_link/{token}/connections"),
+            Some(json!({"provider": "teller", "credentials": {
+                "access_token": "token_browser_2", "enrollment_id": "enr_browser_2"}})),
+        )
+        .await;
+    assert_eq!(added.status, 201, "{}", added.text);
+    let conn_id = str_of(&added.json["connection_id"]);
+    let relink = app
+        .post(&format!("/api/v1/connections/{conn_id}/relink"), &json!({}))
+        .await;
+    assert_eq!(relink.status, 201, "{}", relink.text);
+
+    browser.stub_sdks(
+        &plaid_stub(),
+        &teller_stub("token_browser_2", "enr_browser_2"),
+    );
+    browser.desktop().await;
+    browser.goto(&str_of(&relink.json["url"])).await;
+    browser.wait_state("welcome").await;
+    let label = browser.text("provider-teller").await;
+    assert!(label.contains("Reconnect"), "{label:?}");
+    browser.click("provider-teller").await;
+    browser.wait_state("final").await;
+    let cfg = browser.eval("window.__tellerCalls[0]").await;
+    assert_eq!(cfg["enrollmentId"], "enr_browser_2", "{cfg}");
+
+    let done = session(&app, &str_of(&relink.json["id"])).await;
+    assert_eq!(done["status"], "consumed", "{done}");
+    assert_eq!(done["result_connection_ids"], json!([conn_id]), "{done}");
+    let conn = app.get(&format!("/api/v1/connections/{conn_id}")).await;
+    assert_eq!(conn.json["status"], "active", "{}", conn.text);
+    assert_eq!(
+        app.get("/api/v1/connections").await.json["connections"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "a relink adds no connection"
+    );
+    browser.assert_no_page_errors();
+}
+
+#[actix_web::test]
 async fn browser_dead_link_page() {
     let Some(browser) = Browser::launch().await else {
         return;
@@ -240,7 +295,7 @@ fn teller_stub(token: &str, enrollment: &str) -> String {
   window.__tellerCalls = [];
   window.TellerConnect = {{
     setup(cfg) {{
-      window.__tellerCalls.push({{ applicationId: cfg.applicationId, environment: cfg.environment }});
+      window.__tellerCalls.push({{ applicationId: cfg.applicationId, environment: cfg.environment, enrollmentId: cfg.enrollmentId }});
       return {{
         open() {{
           setTimeout(() => cfg.onSuccess({{
