@@ -177,4 +177,21 @@ mod tests {
         assert_eq!(b.locked_for(&2), None, "other clients are not affected");
         assert!(Bucket::<u8>::new(0).is_none(), "0 disables");
     }
+
+    #[test]
+    fn pruning_forgets_idle_clients() {
+        // 60,000 a minute: a spent token is back within a millisecond.
+        let b: Bucket<u32> = Bucket::new(60_000).expect("on");
+        for client in 0..5_000 {
+            assert_eq!(b.spend(&client), None);
+        }
+        assert_eq!(b.len(), 5_000);
+        std::thread::sleep(Duration::from_millis(20));
+        b.prune();
+        assert_eq!(
+            b.len(),
+            0,
+            "memory does not grow with every client ever seen"
+        );
+    }
 }
