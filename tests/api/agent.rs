@@ -259,9 +259,12 @@ async fn pagination_sees_every_session_once_while_minting() {
 type Seen = Arc<Mutex<Vec<(reqwest::header::HeaderMap, String, Instant)>>>;
 
 async fn receiver() -> (String, Seen) {
+    receiver_on(std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+}
+
+fn receiver_on(listener: std::net::TcpListener) -> (String, Seen) {
     let seen: Seen = Arc::default();
     let data = web::Data::new(seen.clone());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
     let server = HttpServer::new(move || {
         App::new().app_data(data.clone()).default_service(web::to(
@@ -591,4 +594,63 @@ fn sigterm_answers_waiters_and_exits_quickly() {
     assert!(answer.contains("\"status\":\"pending\""), "{answer}");
     assert!(status.success(), "{status:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[actix_web::test]
+async fn webhook_queued_while_the_receiver_is_down_arrives_after_a_restart() {
+    // A port with nobody listening yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let env = [
+        ("BREADBOX_WEBHOOKS_URL", url.as_str()),
+        ("BREADBOX_WEBHOOKS_SECRET", SECRET),
+    ];
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("w.db");
+    let (_, link) = crate::helpers::admin_user_and_link(&db);
+    let mut first = crate::helpers::BinServer::start(&db, &[], &env);
+    let http = reqwest::Client::new();
+    let opened = http
+        .get(format!(
+            "{}/_link/{}/session",
+            first.base,
+            s(&link["token"])
+        ))
+        .send()
+        .await
+        .expect("open");
+    assert_eq!(opened.status(), 200);
+    // The first attempt fails (connection refused); then the server stops.
+    let pending = || {
+        rusqlite::Connection::open(&db)
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM webhook_outbox WHERE delivered_at IS NULL AND attempts > 0",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pending() == 0 {
+        assert!(Instant::now() < deadline, "no failed attempt recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(first.terminate().success());
+
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("rebind the port");
+    let (_, seen) = receiver_on(listener);
+    let _second = crate::helpers::BinServer::start(&db, &[], &env);
+    let got = wait_for_types(&seen, &["link_session.active"]).await;
+    let active = got
+        .iter()
+        .filter(|(t, _, _)| t == "link_session.active")
+        .count();
+    assert_eq!(active, 1, "delivered once");
+    assert_eq!(got[0].1["data"]["id"], link["id"]);
 }
