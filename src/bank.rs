@@ -243,7 +243,7 @@ fn parse_credentials<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiE
     })
 }
 
-fn bounded(field: &str, v: &str) -> Result<(), ApiError> {
+fn check_credential_len(field: &str, v: &str) -> Result<(), ApiError> {
     if v.is_empty() || v.len() > 512 {
         return Err(ApiError::Validation(format!(
             "credentials.{field}: must be 1 to 512 characters"
@@ -269,7 +269,7 @@ async fn exchange(
     match p {
         Provider::Plaid => {
             let r: PlaidResult = parse_credentials(credentials)?;
-            bounded("public_token", &r.public_token)?;
+            check_credential_len("public_token", &r.public_token)?;
             let client = state.bank.plaid()?;
             let ex = client
                 .exchange_public_token(&r.public_token)
@@ -297,8 +297,8 @@ async fn exchange(
         }
         Provider::Teller => {
             let r: TellerResult = parse_credentials(credentials)?;
-            bounded("access_token", &r.access_token)?;
-            bounded("enrollment_id", &r.enrollment_id)?;
+            check_credential_len("access_token", &r.access_token)?;
+            check_credential_len("enrollment_id", &r.enrollment_id)?;
             let client = state.bank.teller()?;
             // Never trust the browser: the token must list accounts of this enrollment.
             let accounts = client

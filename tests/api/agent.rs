@@ -388,19 +388,7 @@ fn cli_wait_exit_codes() {
     let dir = tempfile::tempdir().expect("dir");
     let db = dir.path().join("w.db");
     let dbs = db.to_str().unwrap_or("").to_owned();
-    let out = run_bin(
-        &[
-            "--database",
-            &dbs,
-            "--json",
-            "users",
-            "create",
-            "--name",
-            "Ana",
-        ],
-        &[],
-    );
-    let user: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let user = crate::helpers::admin(&db, &["users", "create", "--name", "Ana"]);
     let short = s(&user["short_id"]);
 
     // Times out: exit 4.
