@@ -740,7 +740,8 @@ async fn random_create_bodies_get_201_or_a_clear_4xx() {
                 assert_eq!(s["single_use"], single, "{what}");
                 let ttl = body
                     .get("expires_in_seconds")
-                    .and_then(Value::as_i64)
+                    // A whole-number float (60.0) is the number 60.
+                    .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
                     .filter(|t| *t != 0)
                     .unwrap_or(900);
                 let lived = rfc3339(&s["expires_at"]) - rfc3339(&s["created_at"]);
