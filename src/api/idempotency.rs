@@ -1,6 +1,8 @@
 //! `Idempotency-Key` for the POSTs that create or change sessions: the first
 //! successful response is stored in the same transaction as the change and
-//! replayed byte for byte for 24 h.
+//! replayed byte for byte for 24 h. The stored body is sealed with the
+//! credential key, bound to the API key and idempotency key, because a create
+//! response carries the link token and URL (CONTRACT §2 "At rest").
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
@@ -67,14 +69,15 @@ pub async fn run<F>(
 where
     F: FnOnce(&Transaction) -> DbResult<Result<Produced, ApiError>> + Send + 'static,
 {
-    let api_key_id = api_key_id.to_owned();
+    let owner = api_key_id.to_owned();
     let check = idem.clone();
+    let cipher = state.bank.cipher.clone();
     let outcome = state
         .db
         .write_async(move |tx| {
             let now = time::now();
             if let Some(k) = &check {
-                if let Some(stored) = idempotency::get(tx, &api_key_id, &k.key, now)? {
+                if let Some(stored) = idempotency::get(tx, &owner, &k.key, now)? {
                     return Ok(Ok(Outcome::Replay(stored)));
                 }
             }
@@ -86,9 +89,10 @@ where
                 let stored = Stored {
                     fingerprint: k.fingerprint.clone(),
                     status: produced.status.as_u16(),
-                    body: produced.body.clone(),
+                    sealed_body: cipher
+                        .encrypt(produced.body.as_bytes(), &seal_context(&owner, &k.key)),
                 };
-                idempotency::put(tx, &api_key_id, &k.key, &stored, now)?;
+                idempotency::put(tx, &owner, &k.key, &stored, now)?;
             }
             Ok(Ok(Outcome::Fresh(produced)))
         })
@@ -99,13 +103,31 @@ where
             Ok(respond(p.status, p.body))
         }
         Outcome::Replay(stored) => {
-            if idem.is_some_and(|k| k.fingerprint != stored.fingerprint) {
+            let Some(k) = idem else {
+                return Err(ApiError::Internal("replay without a key".into()));
+            };
+            if k.fingerprint != stored.fingerprint {
                 return Err(ApiError::IdempotencyConflict);
             }
+            let body = state
+                .bank
+                .cipher
+                .decrypt(&stored.sealed_body, &seal_context(api_key_id, &k.key))
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| {
+                    ApiError::Internal("stored idempotent response unreadable".into())
+                })?;
             let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-            Ok(respond(status, stored.body))
+            Ok(respond(status, body))
         }
     }
+}
+
+/// Associated data binding a sealed response to its API key and idempotency
+/// key, so a row copied under another key does not open.
+fn seal_context(api_key_id: &str, key: &str) -> Vec<u8> {
+    format!("idempotency\0{api_key_id}\0{key}").into_bytes()
 }
 
 fn respond(status: StatusCode, body: String) -> HttpResponse {

@@ -1,4 +1,6 @@
-//! Stored first responses for `Idempotency-Key` retries.
+//! Stored first responses for `Idempotency-Key` retries. The body is stored
+//! sealed (it may carry a link token): this module only moves bytes; the
+//! caller seals and opens them (CONTRACT §2 "At rest").
 
 use rusqlite::{OptionalExtension, Transaction};
 
@@ -15,8 +17,8 @@ pub struct Stored {
     pub fingerprint: String,
     /// HTTP status.
     pub status: u16,
-    /// Exact body bytes.
-    pub body: String,
+    /// The exact response body, sealed with the credential key.
+    pub sealed_body: Vec<u8>,
 }
 
 /// The live (under 24 h) response stored for this API key and idempotency key.
@@ -29,13 +31,14 @@ pub fn get(
     Ok(tx
         .prepare_cached(
             "SELECT fingerprint, status, body FROM idempotency_keys
-             WHERE api_key_id = ?1 AND key = ?2 AND created_at > ?3",
+             WHERE api_key_id = ?1 AND key = ?2 AND created_at > ?3
+               AND typeof(body) = 'blob'",
         )?
         .query_row((api_key_id, key, now - RETENTION_SECS), |r| {
             Ok(Stored {
                 fingerprint: r.get(0)?,
                 status: r.get(1)?,
-                body: r.get(2)?,
+                sealed_body: r.get(2)?,
             })
         })
         .optional()?)
@@ -53,7 +56,14 @@ pub fn put(
         "INSERT OR REPLACE INTO idempotency_keys (api_key_id, key, fingerprint, status, body, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute((api_key_id, key, &stored.fingerprint, stored.status, &stored.body, now))?;
+    .execute((
+        api_key_id,
+        key,
+        &stored.fingerprint,
+        stored.status,
+        &stored.sealed_body,
+        now,
+    ))?;
     Ok(())
 }
 

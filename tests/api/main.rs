@@ -16,5 +16,6 @@ mod limits;
 mod link_sessions;
 mod openapi;
 mod provider_clients;
+mod secrets_at_rest;
 mod users_keys;
 mod webhooks_worker;
