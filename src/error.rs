@@ -52,6 +52,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// 429: slow down; seconds until a retry can succeed.
     RateLimited(u64),
+    /// 429: the session holds the most widget events it may (no retry helps).
+    TooManyEvents(u32),
     /// 502: the provider failed; its display message when it has one.
     Provider(String),
     /// 500: the detail is logged, never sent.
@@ -83,6 +85,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::RateLimited(_) => "RATE_LIMITED",
+            ApiError::TooManyEvents(_) => "TOO_MANY_EVENTS",
             ApiError::Provider(_) => "PROVIDER_ERROR",
             ApiError::Internal(_) => "INTERNAL_ERROR",
         }
@@ -123,6 +126,9 @@ impl ApiError {
             ApiError::PayloadTooLarge => "the request body is larger than 64 KiB".into(),
             ApiError::UnsupportedMediaType => "send the body as application/json".into(),
             ApiError::RateLimited(s) => format!("too many requests; retry after {s}s"),
+            ApiError::TooManyEvents(cap) => {
+                format!("this link has already recorded {cap} widget events, the most it keeps")
+            }
             ApiError::Internal(_) => "internal error".into(),
         }
     }
@@ -174,7 +180,7 @@ impl ResponseError for ApiError {
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::TooManyEvents(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Provider(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -227,7 +227,8 @@ async fn get_session(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let mut session = gate(&state, &req, &path).await?;
-    if session.status == Status::Pending {
+    // HEAD answers like GET but never starts the session (CONTRACT §4).
+    if session.status == Status::Pending && !crate::hygiene::is_head(&req) {
         match apply(&state, &session.id, Transition::Open, Change::default()).await {
             Ok(s) => session = s,
             // Another tab opened it first: read it again through the gate.
@@ -375,10 +376,21 @@ async fn post_event(
     let id = session.id;
     state
         .db
-        .write_async(move |tx| events::insert(tx, &id, kind, time::now(), &detail))
-        .await?;
+        .write_checked_async(move |tx| {
+            let kinds = ["widget.exit", "widget.error"];
+            if events::count_capped(tx, &id, &kinds, MAX_WIDGET_EVENTS)? >= MAX_WIDGET_EVENTS {
+                return Ok(Err(ApiError::TooManyEvents(MAX_WIDGET_EVENTS)));
+            }
+            events::insert(tx, &id, kind, time::now(), &detail).map(Ok)
+        })
+        .await??;
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// Most widget events (`exit`, `error`) one session records: a person retries
+/// a handful of times; a script posting in a loop must not fill the disk
+/// (issue 8, "bounded input").
+pub const MAX_WIDGET_EVENTS: u32 = 200;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]

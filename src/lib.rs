@@ -12,6 +12,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod hosted;
+pub mod hygiene;
 pub mod limits;
 pub mod providers;
 pub mod server;

@@ -79,6 +79,8 @@ impl AppState {
         let scheme = trust
             .then(|| first("x-forwarded-proto"))
             .flatten()
+            // A URI scheme is case-insensitive (RFC 3986 §3.1): HTTPS is https.
+            .map(|s| s.to_ascii_lowercase())
             .filter(|s| s == "http" || s == "https")
             .unwrap_or_else(|| "http".to_owned());
         let host = trust
@@ -119,6 +121,14 @@ pub fn configured_providers(config: &Config) -> Vec<Provider> {
         out.push(Provider::Teller);
     }
     out
+}
+
+/// The environment `provider` runs in (`sandbox`, `development`, `production`).
+pub fn provider_environment(config: &Config, provider: Provider) -> &'static str {
+    match provider {
+        Provider::Plaid => config.plaid.environment.as_str(),
+        Provider::Teller => config.teller.environment.as_str(),
+    }
 }
 
 /// Every route of the app.
@@ -188,6 +198,7 @@ pub fn build_with(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .wrap(actix_web::middleware::from_fn(crate::hygiene::middleware))
             .wrap(access_log())
             .configure(routes)
     })

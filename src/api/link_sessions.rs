@@ -227,18 +227,45 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-const CURSOR_PREFIX: &str = "ls1:";
+/// Cursor prefixes: a session-list cursor is refused by the event list and
+/// the other way round.
+const SESSIONS_CURSOR: &str = "ls1:";
+const EVENTS_CURSOR: &str = "ev1:";
 
-fn encode_cursor(seq: i64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{seq}"))
+fn encode_cursor(prefix: &str, seq: i64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{prefix}{seq}"))
 }
 
-fn decode_cursor(raw: &str) -> Option<i64> {
+fn decode_cursor(prefix: &str, raw: &str) -> Option<i64> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(raw)
         .ok()?;
     let text = String::from_utf8(bytes).ok()?;
-    text.strip_prefix(CURSOR_PREFIX)?.parse().ok()
+    text.strip_prefix(prefix)?.parse().ok()
+}
+
+/// `limit`: 1 to 200, default 50 (CONTRACT §4).
+fn parse_limit(limit: Option<&str>) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(50),
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=200).contains(n))
+            .ok_or_else(|| ApiError::Validation(format!("limit: must be 1 to 200, got {l:?}"))),
+    }
+}
+
+/// `cursor`: a `next_cursor` this server issued with `prefix`; an empty
+/// cursor is no cursor (as a client building URLs may send it).
+fn parse_cursor(prefix: &str, cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
+    cursor
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            decode_cursor(prefix, c)
+                .ok_or_else(|| ApiError::Validation("cursor: not a valid cursor".into()))
+        })
+        .transpose()
 }
 
 /// Parse list parameters shared by the API and the CLI.
@@ -256,22 +283,8 @@ pub fn list_filter(
             })
         })
         .transpose()?;
-    let limit = match limit {
-        None => 50,
-        Some(l) => l
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=200).contains(n))
-            .ok_or_else(|| ApiError::Validation(format!("limit: must be 1 to 200, got {l:?}")))?,
-    };
-    // An empty cursor is no cursor (as a client building URLs may send it).
-    let before_seq = cursor
-        .filter(|c| !c.is_empty())
-        .map(|c| {
-            decode_cursor(c)
-                .ok_or_else(|| ApiError::Validation("cursor: not a valid cursor".into()))
-        })
-        .transpose()?;
+    let limit = parse_limit(limit)?;
+    let before_seq = parse_cursor(SESSIONS_CURSOR, cursor)?;
     Ok(ListFilter {
         user_id: None,
         status,
@@ -308,7 +321,7 @@ async fn list_link_sessions(
         .await?;
     Ok(HttpResponse::Ok().json(json!({
         "sessions": sessions,
-        "next_cursor": next.map(encode_cursor),
+        "next_cursor": next.map(|seq| encode_cursor(SESSIONS_CURSOR, seq)),
     })))
 }
 
@@ -362,17 +375,31 @@ async fn cancel_link_session(
     .await
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
 async fn list_link_session_events(
     _auth: Auth,
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let q: EventsQuery = parse_query(&req)?;
+    let limit = parse_limit(q.limit.as_deref())?;
+    let after = parse_cursor(EVENTS_CURSOR, q.cursor.as_deref())?;
     let session = find(&state, &path).await?;
-    let list = state
+    let (list, next) = state
         .db
-        .read_async(move |c| events::list(c, &session.id))
+        .read_async(move |c| events::list(c, &session.id, after, limit))
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "events": list })))
+    Ok(HttpResponse::Ok().json(json!({
+        "events": list,
+        "next_cursor": next.map(|seq| encode_cursor(EVENTS_CURSOR, seq)),
+    })))
 }
 
 #[cfg(test)]
@@ -381,8 +408,15 @@ mod tests {
 
     #[test]
     fn cursor_round_trip_and_rejects_garbage() {
-        assert_eq!(decode_cursor(&encode_cursor(42)), Some(42));
-        assert_eq!(decode_cursor("nope"), None);
-        assert_eq!(decode_cursor(""), None);
+        assert_eq!(
+            decode_cursor(SESSIONS_CURSOR, &encode_cursor(SESSIONS_CURSOR, 42)),
+            Some(42)
+        );
+        assert_eq!(
+            decode_cursor(EVENTS_CURSOR, &encode_cursor(SESSIONS_CURSOR, 42)),
+            None
+        );
+        assert_eq!(decode_cursor(SESSIONS_CURSOR, "nope"), None);
+        assert_eq!(decode_cursor(SESSIONS_CURSOR, ""), None);
     }
 }

@@ -5,6 +5,7 @@ pub mod connections;
 pub mod health;
 pub mod idempotency;
 pub mod link_sessions;
+pub mod providers;
 pub mod users;
 
 use std::sync::OnceLock;
@@ -40,6 +41,7 @@ pub fn routes() -> Vec<RouteEntry> {
     all.extend(connections::routes());
     all.extend(users::routes());
     all.extend(api_keys::routes());
+    all.extend(providers::routes());
     all
 }
 
@@ -50,7 +52,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .fold(web::scope("/api/v1"), |scope, (_, path, route)| {
             scope.route(path, route)
         });
-    cfg.service(scope.default_service(web::to(no_route)));
+    // Some responses carry a token or a key: no cache may keep any of them.
+    let no_store =
+        actix_web::middleware::DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store"));
+    cfg.service(scope.default_service(web::to(no_route)).wrap(no_store));
 }
 
 /// The JSON 404 for unknown routes.
@@ -77,6 +82,9 @@ async fn no_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError>
         .filter(|(_, def)| def.is_match(req.path()))
         .map(|(m, _)| m.as_str())
         .collect();
+    if allowed.contains(&"GET") {
+        allowed.push("HEAD");
+    }
     allowed.sort_unstable();
     allowed.dedup();
     if allowed.is_empty() {

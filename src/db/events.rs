@@ -37,19 +37,56 @@ pub fn insert(
     Ok(())
 }
 
-/// A session's events, oldest first.
-pub fn list(conn: &Connection, session_id: &str) -> DbResult<Vec<Event>> {
+/// A page of a session's events, oldest first: at most `limit` after the
+/// position `after_seq` (from a cursor), and the position to continue after
+/// when more remain.
+pub fn list(
+    conn: &Connection,
+    session_id: &str,
+    after_seq: Option<i64>,
+    limit: u32,
+) -> DbResult<(Vec<Event>, Option<i64>)> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, type, at, detail FROM link_session_events WHERE session_id = ?1 ORDER BY seq",
+        "SELECT id, type, at, detail, seq FROM link_session_events
+         WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
     )?;
-    let rows = stmt.query_map([session_id], |r| {
-        let detail: String = r.get(3)?;
-        Ok(Event {
-            id: r.get(0)?,
-            kind: r.get(1)?,
-            at: r.get(2)?,
-            detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let rows = stmt.query_map(
+        (session_id, after_seq.unwrap_or(0), i64::from(limit) + 1),
+        |r| {
+            let detail: String = r.get(3)?;
+            Ok((
+                Event {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    at: r.get(2)?,
+                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                },
+                r.get::<_, i64>(4)?,
+            ))
+        },
+    )?;
+    let mut page = rows.collect::<Result<Vec<_>, _>>()?;
+    let next = if page.len() > limit as usize {
+        page.truncate(limit as usize);
+        page.last().map(|(_, seq)| *seq)
+    } else {
+        None
+    };
+    Ok((page.into_iter().map(|(e, _)| e).collect(), next))
+}
+
+/// How many events of the given types a session has, counting at most `cap`
+/// (so the cost stays bounded whatever the session holds).
+pub fn count_capped(
+    conn: &Connection,
+    session_id: &str,
+    types: &[&str],
+    cap: u32,
+) -> DbResult<u32> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM link_session_events
+         WHERE session_id = ?1 AND type IN (SELECT value FROM json_each(?2)) LIMIT ?3)",
+    )?;
+    let types = serde_json::to_string(types).map_err(|e| super::DbError::Corrupt(e.to_string()))?;
+    Ok(stmt.query_row((session_id, types, cap), |r| r.get(0))?)
 }

@@ -12,6 +12,7 @@ mod crash;
 mod fakes;
 mod hosted;
 mod hostile;
+mod hygiene;
 mod limits;
 mod link_sessions;
 mod openapi;
