@@ -26,18 +26,32 @@ async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+/// 200 while the database answers reads and writes; 503 with the reason
+/// (disk full, read-only, damaged file…) while it does not. At most one
+/// probe write a second, whatever the polling rate.
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let ping = state
-        .db
-        .read_async(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
-        .await;
-    match ping {
-        Ok(_) => HttpResponse::Ok().json(json!({"status": "ok", "db": "ok"})),
-        Err(e) => {
-            log::error!("readiness check failed: {e}");
-            HttpResponse::ServiceUnavailable().json(json!({"status": "degraded", "db": "error"}))
-        }
+    let now = crate::domain::time::now();
+    if state.db.claim_write_probe(now) {
+        // A failure is recorded by the writer as the write fault, read below.
+        let _ = state
+            .db
+            .write_async(move |tx| crate::db::meta::write_probe(tx, now))
+            .await;
     }
+    let read = state.db.read_async(|c| crate::db::meta::ping(c)).await;
+    let reason = match (read, state.db.write_fault()) {
+        (Ok(()), None) => {
+            return HttpResponse::Ok().json(json!({"status": "ok", "db": "ok"}));
+        }
+        (Err(e), _) => format!("the database cannot be read ({e})"),
+        (Ok(()), Some(fault)) => fault,
+    };
+    log::error!("not ready: {reason}");
+    HttpResponse::ServiceUnavailable().json(json!({
+        "status": "degraded",
+        "db": "error",
+        "reason": reason,
+    }))
 }
 
 async fn version() -> HttpResponse {

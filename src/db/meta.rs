@@ -19,3 +19,16 @@ pub fn put(tx: &Transaction, key: &str, value: &[u8]) -> DbResult<()> {
     )?;
     Ok(())
 }
+
+/// Readiness: one read that touches the schema (`SELECT` from `meta`), so a
+/// file that lost its tables or cannot be read fails.
+pub fn ping(conn: &rusqlite::Connection) -> DbResult<()> {
+    conn.query_row("SELECT COUNT(*) FROM meta", [], |r| r.get::<_, i64>(0))?;
+    Ok(())
+}
+
+/// Readiness: one small real write (the time of the probe, unix seconds), so
+/// a full disk or a read-only file shows up even when nothing else writes.
+pub fn write_probe(tx: &Transaction, now: crate::domain::time::Timestamp) -> DbResult<()> {
+    put(tx, "ready_probe", &now.to_be_bytes())
+}

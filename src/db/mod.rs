@@ -69,6 +69,9 @@ pub struct Db {
     read: Pool<SqliteConnectionManager>,
     readers: mpsc::Sender<worker::ReadJob>,
     writer: mpsc::Sender<Box<dyn worker::WriteJob>>,
+    fault: worker::WriteFault,
+    /// When readiness last wrote a probe (unix seconds).
+    probed_at: std::sync::Arc<std::sync::atomic::AtomicI64>,
     emit: Emit,
 }
 
@@ -115,14 +118,35 @@ impl Db {
             .build(SqliteConnectionManager::file(path).with_init(init))?;
         let spawn_failed =
             |e: std::io::Error| DbError::Task(format!("starting database threads: {e}"));
+        let fault = worker::WriteFault::default();
         let db = Db {
             readers: worker::spawn_readers(READERS as usize, read.clone()).map_err(spawn_failed)?,
-            writer: worker::spawn_writer(writer).map_err(spawn_failed)?,
+            writer: worker::spawn_writer(writer, fault.clone()).map_err(spawn_failed)?,
+            fault,
+            probed_at: Default::default(),
             read,
             emit: Emit::default(),
         };
         db.write(migrate::run)?;
         Ok(db)
+    }
+
+    /// Why writes are failing (disk full, read-only, I/O error, damaged
+    /// file), as the writer thread last saw it; `None` while they work.
+    pub fn write_fault(&self) -> Option<String> {
+        self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether a readiness write probe is due at `now` (unix seconds): at most
+    /// one a second, however often readiness is asked; claims it when due.
+    pub fn claim_write_probe(&self, now: i64) -> bool {
+        use std::sync::atomic::Ordering;
+        let last = self.probed_at.load(Ordering::Relaxed);
+        now > last
+            && self
+                .probed_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// This handle, queueing webhooks for state changes when `on`.

@@ -27,6 +27,9 @@ pub(super) type Reply<T> = tokio::sync::oneshot::Sender<T>;
 pub(super) trait WriteJob: Send {
     /// Run inside the batch transaction; true to keep what it wrote.
     fn run(&mut self, tx: &Transaction) -> bool;
+    /// The storage fault (disk full, read-only, I/O error, corruption) the
+    /// change failed with, if any.
+    fn fault(&self) -> Option<String>;
     /// Report the outcome once the batch is committed (or failed).
     fn finish(self: Box<Self>, committed: Result<(), String>);
 }
@@ -53,6 +56,13 @@ where
         keep
     }
 
+    fn fault(&self) -> Option<String> {
+        match &self.out {
+            Some(Err(DbError::Sqlite(e))) => storage_fault(e),
+            _ => None,
+        }
+    }
+
     fn finish(mut self: Box<Self>, committed: Result<(), String>) {
         let result = match (self.out.take(), committed) {
             (Some(Ok(Ok(v))), Ok(())) => Ok(Ok(v)),
@@ -68,16 +78,49 @@ where
     }
 }
 
-/// Start the writer thread on `conn`; returns its queue.
-pub(super) fn spawn_writer(conn: Connection) -> std::io::Result<mpsc::Sender<Box<dyn WriteJob>>> {
+/// Whether `e` means the storage itself is failing (rather than one change
+/// being refused), and how to say so.
+pub(super) fn storage_fault(e: &rusqlite::Error) -> Option<String> {
+    use rusqlite::ErrorCode::{
+        CannotOpen, DatabaseCorrupt, DiskFull, NotADatabase, PermissionDenied, ReadOnly,
+        SystemIoFailure,
+    };
+    let rusqlite::Error::SqliteFailure(f, _) = e else {
+        return None;
+    };
+    let what = match f.code {
+        DiskFull => "the disk is full",
+        ReadOnly => "the database is read-only",
+        SystemIoFailure => "the disk reported an I/O error",
+        DatabaseCorrupt | NotADatabase => "the database file is damaged",
+        CannotOpen | PermissionDenied => "the database file cannot be opened for writing",
+        _ => return None,
+    };
+    Some(format!("{what} ({e})"))
+}
+
+/// The writer's last word on whether writes work: `None` while they do, else
+/// why the last write failed. Cleared by the next committed change.
+pub(super) type WriteFault = Arc<Mutex<Option<String>>>;
+
+/// Start the writer thread on `conn`; returns its queue. The thread records
+/// storage faults in `fault`.
+pub(super) fn spawn_writer(
+    conn: Connection,
+    fault: WriteFault,
+) -> std::io::Result<mpsc::Sender<Box<dyn WriteJob>>> {
     let (tx, rx) = mpsc::channel::<Box<dyn WriteJob>>();
     thread::Builder::new()
         .name("sqlite-writer".into())
-        .spawn(move || writer_loop(conn, &rx))?;
+        .spawn(move || writer_loop(conn, &rx, &fault))?;
     Ok(tx)
 }
 
-fn writer_loop(mut conn: Connection, rx: &mpsc::Receiver<Box<dyn WriteJob>>) {
+fn writer_loop(
+    mut conn: Connection,
+    rx: &mpsc::Receiver<Box<dyn WriteJob>>,
+    fault: &Mutex<Option<String>>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -86,34 +129,54 @@ fn writer_loop(mut conn: Connection, rx: &mpsc::Receiver<Box<dyn WriteJob>>) {
                 Err(_) => break,
             }
         }
-        let committed = run_batch(&mut conn, &mut batch).map_err(|e| e.to_string());
-        if let Err(e) = &committed {
-            log::error!("database write failed: {e}");
+        let outcome = run_batch(&mut conn, &mut batch);
+        let now_failing = match &outcome {
+            Err(e) => Some(storage_fault(e).unwrap_or_else(|| format!("a write failed ({e})"))),
+            Ok(kept) => batch.iter().find_map(|job| job.fault()).or_else(|| {
+                if *kept {
+                    None
+                } else {
+                    fault_of(fault)
+                }
+            }),
+        };
+        if let Some(reason) = &now_failing {
+            log::error!("database write failed: {reason}");
         }
+        *fault.lock().unwrap_or_else(|p| p.into_inner()) = now_failing;
+        let committed = outcome.map(|_| ()).map_err(|e| e.to_string());
         for job in batch {
             job.finish(committed.clone());
         }
     }
 }
 
-fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> rusqlite::Result<()> {
+/// The fault recorded so far (kept when a batch proves nothing either way).
+fn fault_of(fault: &Mutex<Option<String>>) -> Option<String> {
+    fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Run and commit a batch; `Ok(true)` when at least one change was written.
+fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> rusqlite::Result<bool> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if let [only] = batch {
         // One change: no savepoint needed; an unkept change rolls back whole.
         if only.run(&tx) {
-            return tx.commit();
+            return tx.commit().map(|()| true);
         }
-        return tx.rollback();
+        return tx.rollback().map(|()| false);
     }
+    let mut kept = false;
     for job in batch.iter_mut() {
         tx.execute_batch("SAVEPOINT change")?;
         if job.run(&tx) {
             tx.execute_batch("RELEASE change")?;
+            kept = true;
         } else {
             tx.execute_batch("ROLLBACK TO change; RELEASE change")?;
         }
     }
-    tx.commit()
+    tx.commit().map(|()| kept)
 }
 
 /// A read to run on a reader thread.

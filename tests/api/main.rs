@@ -18,5 +18,6 @@ mod link_sessions;
 mod openapi;
 mod provider_clients;
 mod secrets_at_rest;
+mod storage_faults;
 mod users_keys;
 mod webhooks_worker;
