@@ -38,7 +38,7 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
             .write_async(move |tx| crate::db::meta::write_probe(tx, now))
             .await;
     }
-    let read = state.db.read_async(|c| crate::db::meta::ping(c)).await;
+    let read = state.db.read_async(crate::db::meta::ping).await;
     let reason = match (read, state.db.write_fault()) {
         (Ok(()), None) => {
             return HttpResponse::Ok().json(json!({"status": "ok", "db": "ok"}));
