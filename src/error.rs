@@ -38,6 +38,8 @@ pub enum ApiError {
     ConnectionDisconnected,
     /// 409: the idempotency key was used with another body.
     IdempotencyConflict,
+    /// 409: a collection holds the most entries this server keeps.
+    LimitReached(String),
     /// 410: the session expired.
     Expired,
     /// 410: the session was used up.
@@ -78,6 +80,7 @@ impl ApiError {
             ApiError::InvalidState(_) => "INVALID_STATE",
             ApiError::ConnectionDisconnected => "CONNECTION_DISCONNECTED",
             ApiError::IdempotencyConflict => "IDEMPOTENCY_CONFLICT",
+            ApiError::LimitReached(_) => "LIMIT_REACHED",
             ApiError::Expired => "EXPIRED",
             ApiError::Consumed => "CONSUMED",
             ApiError::Gone => "GONE",
@@ -98,6 +101,7 @@ impl ApiError {
             | ApiError::Validation(m)
             | ApiError::Forbidden(m)
             | ApiError::InvalidState(m)
+            | ApiError::LimitReached(m)
             | ApiError::Provider(m) => m.clone(),
             ApiError::ProviderNotConfigured(p) => {
                 format!("provider {p} is not configured on this server")
@@ -175,7 +179,8 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::InvalidState(_)
             | ApiError::ConnectionDisconnected
-            | ApiError::IdempotencyConflict => StatusCode::CONFLICT,
+            | ApiError::IdempotencyConflict
+            | ApiError::LimitReached(_) => StatusCode::CONFLICT,
             ApiError::Expired | ApiError::Consumed | ApiError::Gone => StatusCode::GONE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

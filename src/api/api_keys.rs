@@ -50,8 +50,15 @@ async fn create_api_key(
     let (name, scope) = body.validate().map_err(ApiError::Validation)?;
     let (key, plain) = state
         .db
-        .write_async(move |tx| api_keys::insert(tx, &name, scope, time::now()))
-        .await?;
+        .write_checked_async(move |tx| {
+            if crate::db::count_capped(tx, "api_keys", MAX_API_KEYS)? >= MAX_API_KEYS {
+                return Ok(Err(ApiError::LimitReached(format!(
+                    "this server keeps at most {MAX_API_KEYS} API keys (revoked ones included)"
+                ))));
+            }
+            api_keys::insert(tx, &name, scope, time::now()).map(Ok)
+        })
+        .await??;
     Ok(HttpResponse::Created().json(CreatedKey {
         key: &key,
         plain: plain.expose(),
@@ -72,3 +79,7 @@ async fn revoke_api_key(
         .ok_or_else(|| ApiError::NotFound("API key".into()))?;
     Ok(HttpResponse::Ok().json(key))
 }
+
+/// Most API keys the API creates, revoked ones included, so `GET /api-keys`
+/// (one page, no cursor) stays small (issue 8, "bounded input").
+pub const MAX_API_KEYS: u32 = 500;

@@ -38,10 +38,22 @@ async fn create_user(
     let body = body.validate().map_err(ApiError::Validation)?;
     let user = state
         .db
-        .write_async(move |tx| users::insert(tx, &body.name, body.email.as_deref(), time::now()))
-        .await?;
+        .write_checked_async(move |tx| {
+            if crate::db::count_capped(tx, "users", MAX_USERS)? >= MAX_USERS {
+                return Ok(Err(ApiError::LimitReached(format!(
+                    "this server keeps at most {MAX_USERS} household members"
+                ))));
+            }
+            users::insert(tx, &body.name, body.email.as_deref(), time::now()).map(Ok)
+        })
+        .await??;
     Ok(HttpResponse::Created().json(user))
 }
+
+/// Most household members the API creates: far above any household, low
+/// enough that `GET /users` (one page, no cursor) stays small (issue 8,
+/// "bounded input").
+pub const MAX_USERS: u32 = 1000;
 
 async fn get_user(
     _auth: Auth,

@@ -279,3 +279,10 @@ pub(crate) fn ref_clause(r: &crate::domain::ids::EntityRef) -> (&'static str, &s
         EntityRef::Short(s) => ("short_id = ?1", s.as_str()),
     }
 }
+
+/// Rows in `table` (a fixed name), counting at most `cap` so the cost stays
+/// bounded however large the table grows.
+pub fn count_capped(conn: &Connection, table: &str, cap: u32) -> DbResult<u32> {
+    let sql = format!("SELECT COUNT(*) FROM (SELECT 1 FROM {table} LIMIT ?1)");
+    Ok(conn.prepare_cached(&sql)?.query_row([cap], |r| r.get(0))?)
+}

@@ -336,3 +336,61 @@ async fn widget_events_are_capped_and_the_timeline_is_paginated() {
         );
     }
 }
+
+#[actix_web::test]
+async fn members_and_keys_are_bounded() {
+    let app = spawn_app().await;
+    let max_users = breadbox::api::users::MAX_USERS;
+    app.db
+        .write(|tx| {
+            for i in 1..max_users {
+                breadbox::db::users::insert(tx, &format!("m{i}"), None, 0)?;
+            }
+            Ok(())
+        })
+        .expect("seed members");
+    let last = app.post("/api/v1/users", &json!({"name": "last"})).await;
+    assert_eq!(last.status, 201, "{}", last.text);
+    let over = app.post("/api/v1/users", &json!({"name": "over"})).await;
+    assert_eq!(
+        (over.status, over.code()),
+        (409, "LIMIT_REACHED"),
+        "{}",
+        over.text
+    );
+    let list = app.get("/api/v1/users").await;
+    assert_eq!(
+        list.json["users"].as_array().map(Vec::len),
+        Some(max_users as usize)
+    );
+
+    let max_keys = breadbox::api::api_keys::MAX_API_KEYS;
+    let existing = app.get("/api/v1/api-keys").await.json["api_keys"]
+        .as_array()
+        .map_or(0, Vec::len) as u32;
+    app.db
+        .write(|tx| {
+            for i in existing..max_keys {
+                breadbox::db::api_keys::insert(
+                    tx,
+                    &format!("k{i}"),
+                    breadbox::domain::api_key::Scope::ReadOnly,
+                    0,
+                )?;
+            }
+            Ok(())
+        })
+        .expect("seed keys");
+    let over = app
+        .post(
+            "/api/v1/api-keys",
+            &json!({"name": "over", "scope": "read_only"}),
+        )
+        .await;
+    assert_eq!(
+        (over.status, over.code()),
+        (409, "LIMIT_REACHED"),
+        "{}",
+        over.text
+    );
+}
