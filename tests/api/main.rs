@@ -17,6 +17,7 @@ mod limits;
 mod link_sessions;
 mod openapi;
 mod provider_clients;
+mod readme_walkthrough;
 mod secrets_at_rest;
 mod storage_faults;
 mod users_keys;
