@@ -292,13 +292,24 @@
 
   const wide = window.matchMedia('(min-width: 56rem)');
 
+  let qrLoad = null;
+
   function updateQr() {
     const show = wide.matches && !!apiBase && !st.finished && !!st.session
       && LIVE.includes(document.body.dataset.state);
-    const img = $('qr');
-    if (show && !img.getAttribute('src')) img.src = `${apiBase}qr.svg`;
-    $('qr-box').hidden = !show;
-    document.body.classList.toggle('has-qr', show);
+    // Drawn as a data: URL so the token never sits in the page's markup.
+    if (show && !qrLoad) {
+      qrLoad = fetch(`${apiBase}qr.svg`, { cache: 'no-store', credentials: 'same-origin' })
+        .then((r) => (r.ok ? r.text() : Promise.reject(new Error(`QR ${r.status}`))))
+        .then((svg) => {
+          $('qr').src = `data:image/svg+xml;base64,${btoa(svg)}`;
+          updateQr();
+        })
+        .catch(() => { qrLoad = null; });
+    }
+    const ready = show && !!$('qr').getAttribute('src');
+    $('qr-box').hidden = !ready;
+    document.body.classList.toggle('has-qr', ready);
   }
 
   // ---------------------------------------------------------------- loading

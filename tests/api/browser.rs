@@ -31,9 +31,9 @@ use crate::fakes::{FakePlaid, FakeTeller, PLAID_INSTITUTION_NAME, TELLER_APP_ID}
 use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 
 /// Every wait in these tests ends by then.
-const WAIT: Duration = Duration::from_secs(15);
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
 /// How often a wait looks again.
-const POLL: Duration = Duration::from_millis(50);
+pub(crate) const POLL: Duration = Duration::from_millis(50);
 
 // ------------------------------------------------------------------ tests
 
@@ -253,18 +253,18 @@ async fn browser_dead_link_page() {
 
 // ------------------------------------------------------------------ helpers
 
-fn str_of(v: &Value) -> String {
+pub(crate) fn str_of(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_owned()
 }
 
-async fn session(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn session(app: &TestApp, id: &str) -> Value {
     let r = app.get(&format!("/api/v1/connections/link/{id}")).await;
     assert_eq!(r.status, 200, "{}", r.text);
     r.json
 }
 
 /// `window.Plaid` whose widget succeeds 50 ms after `open()`.
-fn plaid_stub() -> String {
+pub(crate) fn plaid_stub() -> String {
     r#"(() => {
   window.__plaidCalls = [];
   window.Plaid = {
@@ -289,7 +289,7 @@ fn plaid_stub() -> String {
 }
 
 /// `window.TellerConnect` whose widget enrolls `token`/`enrollment` 50 ms after `open()`.
-fn teller_stub(token: &str, enrollment: &str) -> String {
+pub(crate) fn teller_stub(token: &str, enrollment: &str) -> String {
     format!(
         r#"(() => {{
   window.__tellerCalls = [];
@@ -322,11 +322,35 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 // ------------------------------------------------------------------ browser
 
-/// Scripts served for request URLs starting with a prefix.
-type Stubs = Arc<Mutex<Vec<(String, String)>>>;
+/// A canned answer for paused requests whose URL starts with `prefix` (and,
+/// when `method` is set, whose method matches).
+#[derive(Clone)]
+pub(crate) struct Stub {
+    pub(crate) prefix: String,
+    pub(crate) method: Option<&'static str>,
+    pub(crate) status: u16,
+    pub(crate) content_type: &'static str,
+    pub(crate) body: String,
+}
+
+impl Stub {
+    fn script(prefix: &str, body: &str) -> Stub {
+        Stub {
+            prefix: prefix.to_owned(),
+            method: None,
+            status: 200,
+            content_type: "application/javascript; charset=utf-8",
+            body: body.to_owned(),
+        }
+    }
+}
+
+/// Canned answers; other requests go on to the network untouched, except the
+/// SDK origins, which get a 404 (the tests never reach the real CDNs).
+type Stubs = Arc<Mutex<Vec<Stub>>>;
 
 /// A headless Chromium with one page, killed (with its helpers) on drop.
-struct Browser {
+pub(crate) struct Browser {
     child: Child,
     cdp: Cdp,
     /// The page's flattened DevTools session.
@@ -347,7 +371,7 @@ fn chromium_path() -> PathBuf {
 impl Browser {
     /// Start Chromium and open a blank page; `None` (skip) when there is no
     /// Chromium outside CI.
-    async fn launch() -> Option<Browser> {
+    pub(crate) async fn launch() -> Option<Browser> {
         let path = chromium_path();
         if !path.exists() {
             let ci = std::env::var("CI").is_ok_and(|v| v == "true");
@@ -446,19 +470,139 @@ impl Browser {
             )
             .await;
         browser.session = str_of(&attached["sessionId"]);
+        browser.enable_domains().await;
+        Some(browser)
+    }
+
+    /// Page, Runtime, Log and request interception on the current page.
+    async fn enable_domains(&self) {
         for method in ["Page.enable", "Runtime.enable", "Log.enable"] {
-            browser.call(method, json!({})).await;
+            self.call(method, json!({})).await;
         }
-        browser
-            .call(
-                "Fetch.enable",
-                json!({ "patterns": [
-                    { "urlPattern": "https://cdn.plaid.com/*", "requestStage": "Request" },
-                    { "urlPattern": "https://cdn.teller.io/*", "requestStage": "Request" },
-                ]}),
+        self.call(
+            "Fetch.enable",
+            json!({ "patterns": [{ "urlPattern": "*", "requestStage": "Request" }] }),
+        )
+        .await;
+    }
+
+    /// Open `url` in a new tab of the same browser (shared localStorage) and
+    /// drive that tab from now on.
+    pub(crate) async fn open_tab(&mut self, url: &str) {
+        let target = self
+            .call_browser("Target.createTarget", json!({ "url": "about:blank" }))
+            .await;
+        let attached = self
+            .call_browser(
+                "Target.attachToTarget",
+                json!({ "targetId": target["targetId"], "flatten": true }),
             )
             .await;
-        Some(browser)
+        self.session = str_of(&attached["sessionId"]);
+        self.enable_domains().await;
+        self.goto(url).await;
+    }
+
+    /// Answer requests starting with `prefix` (and of `method`, if given) with
+    /// `status` and a JSON `body`, without reaching the server.
+    pub(crate) fn intercept_json(
+        &self,
+        method: Option<&'static str>,
+        prefix: &str,
+        status: u16,
+        body: &Value,
+    ) {
+        lock(&self.stubs).push(Stub {
+            prefix: prefix.to_owned(),
+            method,
+            status,
+            content_type: "application/json",
+            body: body.to_string(),
+        });
+    }
+
+    /// Answer GETs of URLs starting with `prefix` with this HTML.
+    pub(crate) fn intercept_html(&self, prefix: &str, html: &str) {
+        lock(&self.stubs).push(Stub {
+            prefix: prefix.to_owned(),
+            method: Some("GET"),
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: html.to_owned(),
+        });
+    }
+
+    /// Emulate `prefers-color-scheme: dark` (or light).
+    pub(crate) async fn color_scheme(&self, dark: bool) {
+        let value = if dark { "dark" } else { "light" };
+        self.call(
+            "Emulation.setEmulatedMedia",
+            json!({ "features": [{ "name": "prefers-color-scheme", "value": value }] }),
+        )
+        .await;
+    }
+
+    /// The browser's default font size, in px (16 is 100 %).
+    pub(crate) async fn text_size(&self, px: u32) {
+        self.call(
+            "Page.setFontSizes",
+            json!({ "fontSizes": { "standard": px, "fixed": px * 13 / 16 } }),
+        )
+        .await;
+    }
+
+    /// A viewport of `width`×`height` CSS pixels.
+    pub(crate) async fn viewport(&self, width: u32, height: u32, mobile: bool) {
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": if mobile { 2 } else { 1 }, "mobile": mobile }),
+        )
+        .await;
+    }
+
+    /// Press a key (`Tab`, `Enter`, …) as a keyboard would.
+    pub(crate) async fn press(&self, key: &str, shift: bool) {
+        let code = match key {
+            "Tab" => 9,
+            "Enter" => 13,
+            "Escape" => 27,
+            _ => 0,
+        };
+        // Enter needs its text to activate a button, like a real key press.
+        let (down, text) = if key == "Enter" {
+            ("keyDown", "\r")
+        } else {
+            ("rawKeyDown", "")
+        };
+        for kind in [down, "keyUp"] {
+            self.call(
+                "Input.dispatchKeyEvent",
+                json!({ "type": kind, "key": key, "code": key, "windowsVirtualKeyCode": code,
+                        "text": if kind == "keyUp" { "" } else { text },
+                        "modifiers": if shift { 8 } else { 0 } }),
+            )
+            .await;
+        }
+    }
+
+    /// A PNG of the element `id` as shown, in `target/browser-e2e/<name>.png`.
+    pub(crate) async fn screenshot_element(&self, id: &str, name: &str) -> PathBuf {
+        let rect = self
+            .eval(&format!(
+                "(() => {{ const r = document.getElementById({}).getBoundingClientRect(); \
+                 return {{ x: r.x + scrollX, y: r.y + scrollY, width: r.width, height: r.height }}; }})()",
+                json!(id)
+            ))
+            .await;
+        let mut clip = rect;
+        clip["scale"] = json!(2);
+        let r = self
+            .call(
+                "Page.captureScreenshot",
+                json!({ "format": "png", "clip": clip, "captureBeyondViewport": true }),
+            )
+            .await;
+        save_png(name, &str_of(&r["data"]))
     }
 
     async fn call_browser(&self, method: &str, params: Value) -> Value {
@@ -468,7 +612,7 @@ impl Browser {
             .unwrap_or_else(|e| panic!("{method}: {e}\n{}", self.diagnostics()))
     }
 
-    async fn call(&self, method: &str, params: Value) -> Value {
+    pub(crate) async fn call(&self, method: &str, params: Value) -> Value {
         self.cdp
             .call(Some(&self.session), method, params)
             .await
@@ -476,7 +620,7 @@ impl Browser {
     }
 
     /// Console output and Chromium's last log lines, for failure messages.
-    fn diagnostics(&self) -> String {
+    pub(crate) fn diagnostics(&self) -> String {
         let console = lock(&self.console).join("\n");
         let tail: Vec<String> = lock(&self.stderr_tail).iter().cloned().collect();
         format!(
@@ -487,7 +631,7 @@ impl Browser {
 
     /// No uncaught exception, `console.error` or Content-Security-Policy
     /// violation so far (a missing favicon is fine).
-    fn assert_no_page_errors(&self) {
+    pub(crate) fn assert_no_page_errors(&self) {
         let bad: Vec<String> = lock(&self.console)
             .iter()
             .filter(|l| {
@@ -500,16 +644,17 @@ impl Browser {
         assert!(bad.is_empty(), "page errors:\n{}", bad.join("\n"));
     }
 
-    /// Serve these scripts for the Plaid and Teller SDK URLs.
-    fn stub_sdks(&self, plaid: &str, teller: &str) {
+    /// Serve these scripts for the Plaid and Teller SDK URLs (and drop any
+    /// other canned answer).
+    pub(crate) fn stub_sdks(&self, plaid: &str, teller: &str) {
         *lock(&self.stubs) = vec![
-            ("https://cdn.plaid.com/".to_owned(), plaid.to_owned()),
-            ("https://cdn.teller.io/".to_owned(), teller.to_owned()),
+            Stub::script("https://cdn.plaid.com/", plaid),
+            Stub::script("https://cdn.teller.io/", teller),
         ];
     }
 
     /// A phone: 390×844 CSS pixels, touch, device scale 2.
-    async fn phone(&self) {
+    pub(crate) async fn phone(&self) {
         self.call(
             "Emulation.setDeviceMetricsOverride",
             json!({ "width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true }),
@@ -518,7 +663,7 @@ impl Browser {
     }
 
     /// A laptop screen: 1280×900, scale 1.
-    async fn desktop(&self) {
+    pub(crate) async fn desktop(&self) {
         self.call(
             "Emulation.setDeviceMetricsOverride",
             json!({ "width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": false }),
@@ -526,7 +671,7 @@ impl Browser {
         .await;
     }
 
-    async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         let r = self.call("Page.navigate", json!({ "url": url })).await;
         if let Some(err) = r.get("errorText").and_then(Value::as_str) {
             panic!("navigating to {url}: {err}\n{}", self.diagnostics());
@@ -534,7 +679,7 @@ impl Browser {
     }
 
     /// Evaluate `expr` in the page (awaiting promises); its value as JSON.
-    async fn try_eval(&self, expr: &str) -> Result<Value, String> {
+    pub(crate) async fn try_eval(&self, expr: &str) -> Result<Value, String> {
         let r = self
             .cdp
             .call(
@@ -549,14 +694,14 @@ impl Browser {
         Ok(r["result"].get("value").cloned().unwrap_or(Value::Null))
     }
 
-    async fn eval(&self, expr: &str) -> Value {
+    pub(crate) async fn eval(&self, expr: &str) -> Value {
         self.try_eval(expr)
             .await
             .unwrap_or_else(|e| panic!("evaluating {expr}: {e}\n{}", self.diagnostics()))
     }
 
     /// Poll `expr` every 50 ms until `done` accepts its value; panics after [`WAIT`].
-    async fn wait_for(&self, what: &str, expr: &str, done: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait_for(&self, what: &str, expr: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + WAIT;
         let mut last = Err("not evaluated yet".to_owned());
         while Instant::now() < deadline {
@@ -582,7 +727,7 @@ impl Browser {
 
     /// Wait until `document.body.dataset.state` is `state`; fails at once on
     /// the page's error screen.
-    async fn wait_state(&self, state: &str) {
+    pub(crate) async fn wait_state(&self, state: &str) {
         let expr = "document.body ? (document.body.dataset.state || '') : ''";
         let seen = self
             .wait_for(&format!("state {state:?}"), expr, |v| {
@@ -598,7 +743,7 @@ impl Browser {
         }
     }
 
-    async fn click(&self, id: &str) {
+    pub(crate) async fn click(&self, id: &str) {
         let id_js = json!(id);
         let expr = format!(
             "(() => {{ const b = document.getElementById({id_js}); \
@@ -608,7 +753,7 @@ impl Browser {
             .await;
     }
 
-    async fn text(&self, id: &str) -> String {
+    pub(crate) async fn text(&self, id: &str) -> String {
         let expr = format!(
             "(document.getElementById({}) || {{}}).textContent || ''",
             json!(id)
@@ -616,12 +761,12 @@ impl Browser {
         str_of(&self.eval(&expr).await)
     }
 
-    async fn body_text(&self) -> String {
+    pub(crate) async fn body_text(&self) -> String {
         str_of(&self.eval("document.body.innerText").await)
     }
 
     /// Save a PNG of the viewport as `target/browser-e2e/<name>.png`.
-    async fn screenshot(&self, name: &str) {
+    pub(crate) async fn screenshot(&self, name: &str) {
         // Let the screen's fade-in end first (endless spinners aside).
         self.wait_for(
             "animations to settle",
@@ -631,17 +776,26 @@ impl Browser {
         )
         .await;
         let r = self
-            .call("Page.captureScreenshot", json!({ "format": "png" }))
+            .call(
+                "Page.captureScreenshot",
+                json!({ "format": "png", "captureBeyondViewport": false }),
+            )
             .await;
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(str_of(&r["data"]))
-            .expect("screenshot base64");
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser-e2e");
-        std::fs::create_dir_all(&dir).expect("screenshot dir");
-        let path = dir.join(format!("{name}.png"));
-        std::fs::write(&path, png).expect("write screenshot");
-        eprintln!("screenshot: {}", path.display());
+        save_png(name, &str_of(&r["data"]));
     }
+}
+
+/// Write a base64 PNG as `target/browser-e2e/<name>.png`; its path.
+fn save_png(name: &str, data: &str) -> PathBuf {
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .expect("screenshot base64");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser-e2e");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    let path = dir.join(format!("{name}.png"));
+    std::fs::write(&path, png).expect("write screenshot");
+    eprintln!("screenshot: {}", path.display());
+    path
 }
 
 impl Drop for Browser {
@@ -760,25 +914,54 @@ async fn read_loop(
         match msg["method"].as_str().unwrap_or("") {
             "Fetch.requestPaused" => {
                 let url = str_of(&params["request"]["url"]);
-                let script = lock(&stubs)
+                let method = str_of(&params["request"]["method"]);
+                // The latest matching answer wins.
+                let stub = lock(&stubs)
                     .iter()
-                    .find(|(prefix, _)| url.starts_with(prefix.as_str()))
-                    .map(|(_, s)| s.clone());
-                let (code, body) = match script {
-                    Some(s) => (200, s),
-                    None => (404, String::new()),
+                    .rev()
+                    .find(|s| {
+                        url.starts_with(s.prefix.as_str())
+                            && s.method.is_none_or(|m| m == method)
+                    })
+                    .cloned();
+                let sdk = url.starts_with("https://cdn.plaid.com/")
+                    || url.starts_with("https://cdn.teller.io/");
+                let stub = match stub {
+                    Some(s) => s,
+                    None if sdk => Stub {
+                        status: 404,
+                        body: String::new(),
+                        ..Stub::script("", "")
+                    },
+                    None => {
+                        let mut reply = json!({
+                            "id": next_id.fetch_add(1, Ordering::SeqCst),
+                            "method": "Fetch.continueRequest",
+                            "params": { "requestId": params["requestId"] },
+                        });
+                        if let Some(s) = msg.get("sessionId") {
+                            reply["sessionId"] = s.clone();
+                        }
+                        let _ = writer
+                            .lock()
+                            .await
+                            .send(0x1, reply.to_string().as_bytes())
+                            .await;
+                        continue;
+                    }
                 };
                 let mut reply = json!({
                     "id": next_id.fetch_add(1, Ordering::SeqCst),
                     "method": "Fetch.fulfillRequest",
                     "params": {
                         "requestId": params["requestId"],
-                        "responseCode": code,
+                        "responseCode": stub.status,
                         "responseHeaders": [
-                            { "name": "Content-Type", "value": "application/javascript; charset=utf-8" },
+                            { "name": "Content-Type", "value": stub.content_type },
                             { "name": "Access-Control-Allow-Origin", "value": "*" },
+                            { "name": "Content-Security-Policy", "value": breadbox::hosted::CSP },
                         ],
-                        "body": base64::engine::general_purpose::STANDARD.encode(body),
+                        "body": base64::engine::general_purpose::STANDARD.encode(stub.body),
                     },
                 });
                 if let Some(s) = msg.get("sessionId") {

@@ -15,6 +15,7 @@ mod hostile;
 mod limits;
 mod link_sessions;
 mod openapi;
+mod page_a11y;
 mod provider_clients;
 mod users_keys;
 mod webhooks_worker;
