@@ -190,7 +190,8 @@
         li.append(i === 0 ? ' — ' : ', ', a.name);
         if (a.mask) {
           const sr = Object.assign(document.createElement('span'), { className: 'sr-only', textContent: ' ending in ' });
-          const dots = Object.assign(document.createElement('span'), { textContent: ' ••' });
+          // A no-break space keeps "Checking ••1234" on one line.
+          const dots = Object.assign(document.createElement('span'), { textContent: '\u00a0••' });
           dots.setAttribute('aria-hidden', 'true');
           li.append(sr, dots, a.mask);
         }

@@ -486,6 +486,16 @@ impl Browser {
         .await;
     }
 
+    /// The tab driven now (see [`Browser::use_tab`]).
+    pub(crate) fn tab(&self) -> String {
+        self.session.clone()
+    }
+
+    /// Drive the tab `tab` (from [`Browser::tab`]) again.
+    pub(crate) fn use_tab(&mut self, tab: String) {
+        self.session = tab;
+    }
+
     /// Open `url` in a new tab of the same browser (shared localStorage) and
     /// drive that tab from now on.
     pub(crate) async fn open_tab(&mut self, url: &str) {

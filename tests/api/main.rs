@@ -16,6 +16,7 @@ mod limits;
 mod link_sessions;
 mod openapi;
 mod page_a11y;
+mod page_oauth;
 mod provider_clients;
 mod users_keys;
 mod webhooks_worker;
