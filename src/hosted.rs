@@ -178,7 +178,9 @@ async fn page(
     };
     let text = match session.status_at(time::now()) {
         Status::Pending | Status::Active => {
-            return Ok(HttpResponse::Ok().content_type("text/html; charset=utf-8").body(PAGE_HTML));
+            return Ok(HttpResponse::Ok()
+                .content_type("text/html; charset=utf-8")
+                .body(PAGE_HTML));
         }
         Status::Expired => (
             "This link has expired",
@@ -308,10 +310,7 @@ pub fn qr_svg(text: &str) -> Option<String> {
 /// `/assets/` from `request_path`, wherever the server is mounted.
 pub fn page_html_at(request_path: &str) -> String {
     // Directories between the root and the page: "/plaid/oauth" → 1.
-    let depth = request_path
-        .trim_start_matches('/')
-        .matches('/')
-        .count();
+    let depth = request_path.trim_start_matches('/').matches('/').count();
     let up = if depth == 0 {
         "./".to_owned()
     } else {
@@ -517,7 +516,10 @@ mod tests {
         assert!(svg.starts_with("<svg "), "{svg}");
         // 49 bytes at level M: version 4 (33 modules) plus 4 on each side.
         assert!(svg.contains("viewBox=\"0 0 41 41\""), "{svg}");
-        assert!(svg.contains("M4 4h1v1h-1z"), "the finder pattern starts at the quiet zone");
+        assert!(
+            svg.contains("M4 4h1v1h-1z"),
+            "the finder pattern starts at the quiet zone"
+        );
         assert!(qr_svg(&"x".repeat(8000)).is_none());
     }
 

@@ -711,7 +711,12 @@ impl Browser {
     }
 
     /// Poll `expr` every 50 ms until `done` accepts its value; panics after [`WAIT`].
-    pub(crate) async fn wait_for(&self, what: &str, expr: &str, done: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait_for(
+        &self,
+        what: &str,
+        expr: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + WAIT;
         let mut last = Err("not evaluated yet".to_owned());
         while Instant::now() < deadline {
@@ -930,8 +935,7 @@ async fn read_loop(
                     .iter()
                     .rev()
                     .find(|s| {
-                        url.starts_with(s.prefix.as_str())
-                            && s.method.is_none_or(|m| m == method)
+                        url.starts_with(s.prefix.as_str()) && s.method.is_none_or(|m| m == method)
                     })
                     .cloned();
                 let sdk = url.starts_with("https://cdn.plaid.com/")

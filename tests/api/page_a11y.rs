@@ -98,7 +98,10 @@ async fn page_every_screen_is_accessible_and_fits() {
     assert_visible(&browser, "cancel", true).await;
     assert_countdown(&browser).await;
     let text = browser.body_text().await;
-    assert!(!text.contains("plaid: upstream"), "server message shown: {text}");
+    assert!(
+        !text.contains("plaid: upstream"),
+        "server message shown: {text}"
+    );
     check_screen(&browser, &axe, "provider-error", &mut report).await;
 
     // One that never will: no "try again", the sender has been told.
@@ -150,12 +153,20 @@ async fn page_every_screen_is_accessible_and_fits() {
     browser.wait_state("welcome").await;
     browser.click("provider-plaid").await;
     browser.wait_state("result").await;
-    let linked = browser.eval("document.getElementById('result-linked').innerText").await;
+    let linked = browser
+        .eval("document.getElementById('result-linked').innerText")
+        .await;
     let linked = str_of(&linked);
     assert!(linked.starts_with(PLAID_INSTITUTION_NAME), "{linked:?}");
-    assert!(linked.contains(" — ") && linked.contains("••"), "{linked:?}");
+    assert!(
+        linked.contains(" — ") && linked.contains("••"),
+        "{linked:?}"
+    );
     let focused = browser.eval("document.activeElement.id").await;
-    assert_eq!(focused, "result-title", "the new screen's heading has focus");
+    assert_eq!(
+        focused, "result-title",
+        "the new screen's heading has focus"
+    );
     let said = browser.eval("window.__said").await;
     assert!(
         said.as_array()
@@ -205,8 +216,11 @@ async fn page_every_screen_is_accessible_and_fits() {
 
     let summary = report.join("\n");
     eprintln!("axe-core, serious or critical violations per screen:\n{summary}");
-    std::fs::write(screens_dir().join("axe-summary.txt"), format!("{summary}\n"))
-        .expect("write axe summary");
+    std::fs::write(
+        screens_dir().join("axe-summary.txt"),
+        format!("{summary}\n"),
+    )
+    .expect("write axe summary");
     browser.assert_no_page_errors();
 }
 
@@ -243,9 +257,16 @@ async fn page_qr_code_on_wide_screens_opens_the_page_on_a_phone() {
         true
     );
     let footer = browser.text("footer-text").await;
-    assert!(footer.contains("from Plaid,") && !footer.contains("Teller"), "{footer:?}");
+    assert!(
+        footer.contains("from Plaid,") && !footer.contains("Teller"),
+        "{footer:?}"
+    );
     let png = browser.screenshot_element("qr", "qr-code").await;
-    assert_eq!(decode_qr(&zbarimg, &png), url, "the QR code holds the page URL");
+    assert_eq!(
+        decode_qr(&zbarimg, &png),
+        url,
+        "the QR code holds the page URL"
+    );
 
     browser.phone().await;
     browser
@@ -271,7 +292,9 @@ async fn page_qr_svg_follows_the_token_rules() {
     assert_eq!(qr.header("cache-control"), "no-store");
     assert_eq!(qr.header("x-content-type-options"), "nosniff");
     assert_eq!(qr.header("referrer-policy"), "no-referrer");
-    assert!(qr.header("content-security-policy").contains("frame-ancestors 'none'"));
+    assert!(qr
+        .header("content-security-policy")
+        .contains("frame-ancestors 'none'"));
     // Drawing the code does not open the session.
     let session = crate::browser::session(&app, &str_of(&s["id"])).await;
     assert_eq!(session["status"], "pending", "{session}");
@@ -303,7 +326,10 @@ fn axe_source() -> Option<String> {
         Err(e) => {
             let ci = std::env::var("CI").is_ok_and(|v| v == "true");
             assert!(!ci, "{}: {e}; run `npm ci --prefix tests`", path.display());
-            eprintln!("note: skipping: no axe-core at {} (npm ci --prefix tests)", path.display());
+            eprintln!(
+                "note: skipping: no axe-core at {} (npm ci --prefix tests)",
+                path.display()
+            );
             None
         }
     }
@@ -330,7 +356,11 @@ fn decode_qr(zbarimg: &Path, png: &Path) -> String {
         .arg(png)
         .output()
         .expect("run zbarimg");
-    assert!(out.status.success(), "zbarimg found no code in {}", png.display());
+    assert!(
+        out.status.success(),
+        "zbarimg found no code in {}",
+        png.display()
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -367,7 +397,10 @@ async fn assert_countdown(b: &Browser) {
         )
         .await;
     let shown = str_of(&shown);
-    assert!(shown.starts_with("This link expires in "), "countdown: {shown:?}");
+    assert!(
+        shown.starts_with("This link expires in "),
+        "countdown: {shown:?}"
+    );
 }
 
 /// Tab order on the welcome screen, the decline dialog by keyboard, and a
@@ -393,8 +426,13 @@ async fn keyboard_and_focus(b: &Browser) {
     for dark in [false, true] {
         b.color_scheme(dark).await;
         let ratio = b.eval(FOCUS_CONTRAST).await;
-        let ratio = ratio.as_f64().unwrap_or_else(|| panic!("focus ring: {ratio}"));
-        assert!(ratio >= 3.0, "focus ring contrast {ratio:.2}:1 (dark: {dark})");
+        let ratio = ratio
+            .as_f64()
+            .unwrap_or_else(|| panic!("focus ring: {ratio}"));
+        assert!(
+            ratio >= 3.0,
+            "focus ring contrast {ratio:.2}:1 (dark: {dark})"
+        );
     }
     b.color_scheme(false).await;
 }

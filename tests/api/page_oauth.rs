@@ -48,7 +48,10 @@ async fn page_plaid_oauth_resumes_in_the_same_tab() {
     // Finished on the same session.
     let done = session(&app, &str_of(&s["id"])).await;
     assert_eq!(done["status"], "active", "{done}");
-    assert_eq!(done["result_connection_ids"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        done["result_connection_ids"].as_array().map(Vec::len),
+        Some(1)
+    );
     assert_eq!(fake.requests_to("/item/public_token/exchange").len(), 1);
     // "I'm done" works from the return page too.
     browser.click("done").await;
@@ -93,7 +96,10 @@ async fn page_plaid_oauth_resumes_in_a_new_tab() {
     assert_resumed(&browser).await;
     let done = session(&app, &str_of(&s["id"])).await;
     assert_eq!(done["status"], "consumed", "{done}");
-    assert_eq!(done["result_connection_ids"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        done["result_connection_ids"].as_array().map(Vec::len),
+        Some(1)
+    );
     assert_eq!(fake.requests_to("/item/public_token/exchange").len(), 1);
     browser.assert_no_page_errors();
 
@@ -123,7 +129,10 @@ async fn assert_resumed(browser: &Browser) {
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert!(str_of(&calls[0]["page"]).starts_with("/link/"), "{calls:?}");
     assert_eq!(calls[0]["receivedRedirectUri"], Value::Null, "{calls:?}");
-    assert!(str_of(&calls[0]["token"]).starts_with("link-sandbox-"), "{calls:?}");
+    assert!(
+        str_of(&calls[0]["token"]).starts_with("link-sandbox-"),
+        "{calls:?}"
+    );
     assert_eq!(calls[1]["token"], calls[0]["token"], "the same link token");
     assert_eq!(calls[1]["page"], RETURN_PATH, "{calls:?}");
     let href = browser.eval("location.href").await;
