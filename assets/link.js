@@ -22,7 +22,7 @@
   const PROBLEMS = {
     NETWORK: ["We couldn't reach the server", 'Check that you are online, then try again.', true],
     SDK_LOAD: ["The sign-in window didn't open", 'A weak connection or a content blocker may have stopped it. Check your connection, then try again.', true],
-    PROVIDER: ["That didn't work", 'The bank-connection service had a problem. This usually passes. Please try again in a minute.', true],
+    PROVIDER: ["That didn't work", 'The bank-connection service had a problem. This is often only for a moment. Please try again in a minute.', true],
     RATE_LIMITED: ['Please wait a minute', 'There were too many tries in a short time. Wait a minute, then try again.', true],
     SERVER: ['Something went wrong on our side', 'Please try again in a moment.', true],
     REFUSED: ["This link can't do that", "It wasn't set up for this. Ask the person who sent it for a new link.", false],
@@ -94,6 +94,8 @@
       const s = JSON.parse(localStorage.getItem(OAUTH_KEY) || 'null');
       if (s && typeof s.api === 'string' && typeof s.link_token === 'string'
           && Date.now() - (s.saved_at || 0) < OAUTH_MAX_AGE_MS) return s;
+      // Left behind by an abandoned attempt: the token in it must not linger.
+      if (s) localStorage.removeItem(OAUTH_KEY);
     } catch (_) { /* storage blocked or bad JSON */ }
     return null;
   }
@@ -187,14 +189,15 @@
       const li = document.createElement('li');
       li.append(e.name);
       e.accounts.forEach((a, i) => {
-        li.append(i === 0 ? ' — ' : ', ', a.name);
+        // One box per account keeps "Checking ••1234" together while it fits.
+        const acct = Object.assign(document.createElement('span'), { className: 'account', textContent: a.name });
         if (a.mask) {
           const sr = Object.assign(document.createElement('span'), { className: 'sr-only', textContent: ' ending in ' });
-          // A no-break space keeps "Checking ••1234" on one line.
-          const dots = Object.assign(document.createElement('span'), { textContent: '\u00a0••' });
+          const dots = Object.assign(document.createElement('span'), { textContent: ' ••' });
           dots.setAttribute('aria-hidden', 'true');
-          li.append(sr, dots, a.mask);
+          acct.append(sr, dots, a.mask);
         }
+        li.append(i === 0 ? ' — ' : ', ', acct);
       });
       return li;
     }));

@@ -111,6 +111,26 @@ async fn page_plaid_oauth_resumes_in_a_new_tab() {
     browser.assert_no_page_errors();
 }
 
+#[actix_web::test]
+async fn page_plaid_oauth_return_without_saved_state_says_what_to_do() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app_with(|_| {}).await;
+    browser.stub_sdks("", "");
+    serve_return_page(&browser, &app);
+    browser.phone().await;
+    browser
+        .goto(&format!("{}{RETURN_PATH}?oauth_state_id=x", app.base))
+        .await;
+    browser.wait_state("ended").await;
+    let title = browser.text("ended-title").await;
+    assert!(title.contains("pick up where you left off"), "{title:?}");
+    let message = browser.text("ended-message").await;
+    assert!(message.contains("link you were sent"), "{message:?}");
+    browser.assert_no_page_errors();
+}
+
 /// Answer GETs of the return path with the page as the server renders it there.
 fn serve_return_page(browser: &Browser, app: &TestApp) {
     browser.intercept_html(
