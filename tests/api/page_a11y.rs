@@ -14,7 +14,8 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::browser::{plaid_stub, str_of, teller_stub, Browser};
+use crate::browser::{plaid_stub, teller_stub};
+use crate::chromium::{str_of, Browser};
 use crate::fakes::{FakePlaid, FakeTeller, PLAID_INSTITUTION_NAME};
 use crate::helpers::spawn_app_with;
 

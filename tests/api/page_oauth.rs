@@ -12,7 +12,8 @@
 
 use serde_json::{json, Value};
 
-use crate::browser::{session, str_of, teller_stub, Browser};
+use crate::browser::{session, teller_stub};
+use crate::chromium::{str_of, Browser};
 use crate::fakes::{FakePlaid, PLAID_INSTITUTION_NAME};
 use crate::helpers::{spawn_app_with, TestApp};
 
