@@ -282,6 +282,43 @@ async fn page_qr_code_on_wide_screens_opens_the_page_on_a_phone() {
 }
 
 #[actix_web::test]
+async fn page_refusals_never_offer_a_try_again_that_cannot_work() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let plaid = FakePlaid::start().await;
+    let app = spawn_app_with(|c| c.plaid = plaid.plaid_config()).await;
+    let s = app.mint(json!({})).await;
+    let start = format!(
+        "{}/_link/{}/providers/plaid/start",
+        app.base,
+        str_of(&s["token"])
+    );
+    browser.stub_sdks(&plaid_stub(), &teller_stub("-", "-"));
+    browser.intercept_json(
+        Some("POST"),
+        &start,
+        409,
+        &json!({"error": {"code": "INVALID_STATE", "message": "session is not in a state that allows this"}}),
+    );
+    browser.phone().await;
+    browser.goto(&str_of(&s["url"])).await;
+    browser.wait_state("welcome").await;
+    browser.click("provider-plaid").await;
+    browser.wait_state("error").await;
+    assert_visible(&browser, "retry", false).await;
+    assert_visible(&browser, "cancel", true).await;
+    assert_countdown(&browser).await;
+    let text = browser.body_text().await;
+    assert!(
+        !text.contains("session is not"),
+        "server message shown: {text}"
+    );
+    assert!(!text.contains("Something went wrong"), "{text}");
+    browser.assert_no_page_errors();
+}
+
+#[actix_web::test]
 async fn page_qr_svg_follows_the_token_rules() {
     let app = spawn_app_with(|_| {}).await;
     let s = app.mint(json!({})).await;
