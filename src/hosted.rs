@@ -9,8 +9,8 @@ use serde_json::json;
 
 use crate::api::{optional_json, required_json};
 use crate::db::link_sessions::{self as store, Change};
-use crate::db::{connections, events};
-use crate::domain::ids;
+use crate::db::{connections, events, users};
+use crate::domain::ids::{self, EntityRef};
 use crate::domain::link_session::{Action, LinkSession, Provider, Status, Transition};
 use crate::domain::time::{self, Timestamp};
 use crate::error::ApiError;
@@ -72,6 +72,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/_link/{token}")
             .wrap(security_headers())
             .route("/session", web::get().to(get_session))
+            .route("/qr.svg", web::get().to(get_qr))
             .route("/providers", web::get().to(get_providers))
             .route("/providers/{name}/start", web::post().to(post_start))
             .route("/connections", web::post().to(post_connection))
@@ -89,7 +90,8 @@ async fn asset(body: &'static str, content_type: &'static str) -> HttpResponse {
 
 const NOT_VALID: (&str, &str) = (
     "This link isn't valid",
-    "Check that you opened the whole link, or ask the person who sent it for a new one.",
+    "Part of it may be missing. Open the whole link from the message you were sent, \
+     or ask the person who sent it for a new one.",
 );
 
 /// Escape text placed in element content (the template has no attribute slots).
@@ -163,8 +165,9 @@ async fn page(
             let mut res = message_page(
                 StatusCode::TOO_MANY_REQUESTS,
                 (
-                    "Too many attempts",
-                    "Please wait a minute, then open your link again.",
+                    "Please wait a minute",
+                    "This device tried too many links that don't work. \
+                     Wait a minute, then open your link again.",
                 ),
             );
             res.headers_mut()
@@ -175,19 +178,24 @@ async fn page(
     };
     let text = match session.status_at(time::now()) {
         Status::Pending | Status::Active => {
-            return Ok(HttpResponse::Ok().content_type("text/html; charset=utf-8").body(PAGE_HTML));
+            return Ok(HttpResponse::Ok()
+                .content_type("text/html; charset=utf-8")
+                .body(PAGE_HTML));
         }
         Status::Expired => (
             "This link has expired",
-            "Links only work for a short time. Ask the person who sent it for a new one.",
+            "For your safety, links only work for a short time. \
+             Ask the person who sent it for a new one.",
         ),
         Status::Completed | Status::Consumed => (
             "This link was already used",
-            "Your bank connection was already set up with this link. You can close this window.",
+            "Your bank was already connected with it, so there is nothing more to do. \
+             You can close this window.",
         ),
         Status::Failed => (
             "This link is no longer active",
-            "It was canceled. Ask the person who sent it for a new one if you still want to connect a bank.",
+            "It was stopped before a bank was connected. If you still want to connect \
+             a bank, ask the person who sent it for a new link.",
         ),
     };
     Ok(message_page(StatusCode::GONE, text))
@@ -207,6 +215,8 @@ async fn unknown_call(
 struct PageSession {
     id: String,
     short_id: String,
+    /// The member's name only, so a forwarded link is noticed.
+    for_name: String,
     provider: &'static str,
     action: Action,
     single_use: bool,
@@ -237,13 +247,15 @@ async fn get_session(
         }
     }
     let ids = session.result_connection_ids.clone();
-    let conns = state
+    let member = EntityRef::Uuid(session.user_id.clone());
+    let (conns, user) = state
         .db
-        .read_async(move |c| connections::summaries(c, &ids))
+        .read_async(move |c| Ok((connections::summaries(c, &ids)?, users::get(c, &member)?)))
         .await?;
     Ok(HttpResponse::Ok().json(PageSession {
         id: session.id,
         short_id: session.short_id,
+        for_name: user.map(|u| u.name).unwrap_or_default(),
         provider: crate::domain::link_session::provider_str(session.provider),
         action: session.action,
         single_use: session.single_use,
@@ -255,6 +267,57 @@ async fn get_session(
         expires_at: session.expires_at,
         started_at: session.started_at,
     }))
+}
+
+/// `GET /_link/{token}/qr.svg`: a QR code of the page's own URL, so a person
+/// on a computer can continue on the phone where their banking app is.
+async fn get_qr(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let token = path.into_inner();
+    gate(&state, &req, &token).await?;
+    let url = format!("{}/link/{token}", state.public_base(&req));
+    let svg = qr_svg(&url).ok_or_else(|| ApiError::Internal("QR code: URL too long".into()))?;
+    Ok(HttpResponse::Ok()
+        .content_type("image/svg+xml; charset=utf-8")
+        .body(svg))
+}
+
+/// `text` as a black-on-white QR code in SVG, with the standard 4-module
+/// quiet zone; `None` when it does not fit in a QR code.
+pub fn qr_svg(text: &str) -> Option<String> {
+    use std::fmt::Write as _;
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    let width = code.width();
+    let size = width + 8;
+    let mut path = String::new();
+    for (i, color) in code.to_colors().iter().enumerate() {
+        if *color == qrcode::Color::Dark {
+            let _ = write!(path, "M{} {}h1v1h-1z", i % width + 4, i / width + 4);
+        }
+    }
+    Some(format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {size} {size}\" \
+         shape-rendering=\"crispEdges\">\
+         <rect width=\"{size}\" height=\"{size}\" fill=\"#fff\"/>\
+         <path fill=\"#000\" d=\"{path}\"/></svg>"
+    ))
+}
+
+/// The page's HTML for serving at another path (the Plaid OAuth return page,
+/// `[plaid] redirect_uri`): its `../assets/` links rewritten so they reach
+/// `/assets/` from `request_path`, wherever the server is mounted.
+pub fn page_html_at(request_path: &str) -> String {
+    // Directories between the root and the page: "/plaid/oauth" → 1.
+    let depth = request_path.trim_start_matches('/').matches('/').count();
+    let up = if depth == 0 {
+        "./".to_owned()
+    } else {
+        "../".repeat(depth)
+    };
+    PAGE_HTML.replace("\"../assets/", &format!("\"{up}assets/"))
 }
 
 /// Providers this session may use: configured here, and the pinned one only.
@@ -453,4 +516,30 @@ pub async fn apply(
         .map_err(ApiError::from_refusal)?;
     state.changed(&s.id);
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qr_svg_draws_modules_inside_a_quiet_zone() {
+        let svg = qr_svg("http://127.0.0.1:8080/link/AAAAAAAAAAAAAAAAAAAAAA").expect("fits");
+        assert!(svg.starts_with("<svg "), "{svg}");
+        // 49 bytes at level M: version 4 (33 modules) plus 4 on each side.
+        assert!(svg.contains("viewBox=\"0 0 41 41\""), "{svg}");
+        assert!(
+            svg.contains("M4 4h1v1h-1z"),
+            "the finder pattern starts at the quiet zone"
+        );
+        assert!(qr_svg(&"x".repeat(8000)).is_none());
+    }
+
+    #[test]
+    fn page_html_at_reaches_the_assets_from_any_depth() {
+        assert!(page_html_at("/plaid/oauth").contains("\"../assets/link.js\""));
+        assert!(page_html_at("/oauth").contains("\"./assets/link.js\""));
+        assert!(page_html_at("/a/b/return").contains("\"../../assets/link.css\""));
+        assert!(!page_html_at("/a/b/return").contains("\"../assets/"));
+    }
 }
