@@ -137,10 +137,10 @@ async fn wrong_method_on_a_known_path_is_405_with_allow() {
     )
     .await;
     assert_eq!((r.status, r.code()), (405, "METHOD_NOT_ALLOWED"));
-    assert_eq!(r.header("allow"), "GET, POST");
+    assert_eq!(r.header("allow"), "GET, HEAD, POST");
     let r = app.delete("/api/v1/connections/link/AAAAAAAA").await;
     assert_eq!((r.status, r.code()), (405, "METHOD_NOT_ALLOWED"));
-    assert_eq!(r.header("allow"), "GET");
+    assert_eq!(r.header("allow"), "GET, HEAD");
     let r = app.delete("/api/v1/nowhere").await;
     assert_eq!((r.status, r.code()), (404, "NOT_FOUND"));
 }
