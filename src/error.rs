@@ -53,7 +53,11 @@ pub enum ApiError {
     /// 429: slow down; seconds until a retry can succeed.
     RateLimited(u64),
     /// 502: the provider failed; its display message when it has one.
+    /// Trying again may help (`"retryable": true`).
     Provider(String),
+    /// 502: the provider refused in a way trying again cannot fix (our own
+    /// credentials, an unsupported institution or product): `"retryable": false`.
+    ProviderFinal(String),
     /// 500: the detail is logged, never sent.
     Internal(String),
 }
@@ -83,7 +87,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::RateLimited(_) => "RATE_LIMITED",
-            ApiError::Provider(_) => "PROVIDER_ERROR",
+            ApiError::Provider(_) | ApiError::ProviderFinal(_) => "PROVIDER_ERROR",
             ApiError::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -95,7 +99,8 @@ impl ApiError {
             | ApiError::Validation(m)
             | ApiError::Forbidden(m)
             | ApiError::InvalidState(m)
-            | ApiError::Provider(m) => m.clone(),
+            | ApiError::Provider(m)
+            | ApiError::ProviderFinal(m) => m.clone(),
             ApiError::ProviderNotConfigured(p) => {
                 format!("provider {p} is not configured on this server")
             }
@@ -175,7 +180,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Provider(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Provider(_) | ApiError::ProviderFinal(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -194,7 +199,14 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        res.json(json!({"error": {"code": self.code(), "message": self.message()}}))
+        match self {
+            ApiError::Provider(_) | ApiError::ProviderFinal(_) => res.json(json!({"error": {
+                "code": self.code(),
+                "message": self.message(),
+                "retryable": matches!(self, ApiError::Provider(_)),
+            }})),
+            _ => res.json(json!({"error": {"code": self.code(), "message": self.message()}})),
+        }
     }
 }
 

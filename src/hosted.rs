@@ -301,13 +301,24 @@ async fn post_connection(
 ) -> Result<HttpResponse, ApiError> {
     let session = gate(&state, &req, &path).await?;
     let add: crate::bank::AddConnection = required_json(&req, payload).await?;
-    let added = crate::bank::add_connection(&state, &session, add).await?;
-    Ok(HttpResponse::Created().json(json!({
-        "connection_id": added.connection.id,
-        "short_id": added.connection.short_id,
-        "institution_name": added.connection.institution_name,
-        "session_status": added.session.status,
-    })))
+    Ok(
+        match crate::bank::add_connection(&state, &session, add).await? {
+            crate::bank::AddOutcome::Added(added) => HttpResponse::Created().json(json!({
+                "connection_id": added.connection.id,
+                "short_id": added.connection.short_id,
+                "institution_name": added.connection.institution_name,
+                "session_status": added.session.status,
+                "accounts": added.connection.accounts,
+            })),
+            // §10: the member already has this bank; nothing new was stored.
+            crate::bank::AddOutcome::Duplicate(dup) => HttpResponse::Ok().json(json!({
+                "duplicate": true,
+                "connection_id": dup.connection.id,
+                "institution_name": dup.connection.institution_name,
+                "session_status": dup.session_status,
+            })),
+        },
+    )
 }
 
 async fn post_reauth_complete(
