@@ -28,6 +28,10 @@ pub struct Bank {
     pub providers: Providers,
     /// Seals access tokens at rest.
     pub cipher: Cipher,
+    /// Plaid webhook verification keys by `kid`, with when they were fetched.
+    pub plaid_keys: std::sync::Mutex<
+        std::collections::HashMap<String, (crate::providers::plaid::VerificationKey, i64)>,
+    >,
 }
 
 impl Bank {
@@ -82,7 +86,11 @@ pub fn setup(config: &Config, db: &Db, opts: &ClientOptions) -> Result<Bank, Str
     })?;
     let providers = Providers::with_options(&plaid_effective(config), &config.teller, opts)
         .map_err(|e| e.to_string())?;
-    Ok(Bank { providers, cipher })
+    Ok(Bank {
+        providers,
+        cipher,
+        plaid_keys: std::sync::Mutex::default(),
+    })
 }
 
 /// Whether trying again may fix a failed call to `p`.
@@ -178,7 +186,7 @@ pub fn check_provider(
 }
 
 /// The plaintext access token of a connection.
-fn open_credential(
+pub(crate) fn open_credential(
     state: &AppState,
     connection_id: &str,
     c: &Credential,

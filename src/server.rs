@@ -125,6 +125,7 @@ pub fn configured_providers(config: &Config) -> Vec<Provider> {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(api::health::configure)
         .configure(api::configure)
+        .configure(crate::provider_webhooks::configure)
         .configure(hosted::configure)
         .default_service(web::to(api::not_found));
 }
@@ -183,6 +184,7 @@ pub fn build_with(
     }
     let state = web::Data::new(state);
     spawn_sweeper(state.clone().into_inner());
+    crate::health_check::spawn(state.clone().into_inner());
     crate::waiters::spawn_cross_process_watch(state.waiters.clone(), &state.config.database.path);
     let data = state.clone();
     let server = HttpServer::new(move || {

@@ -188,8 +188,8 @@ pub fn insert(
     let short_id = super::unique_short_id(tx, "connections")?;
     tx.prepare_cached(
         "INSERT INTO connections (id, short_id, user_id, provider, institution_id, institution_name,
-            external_id, credential, status, created_at, updated_at, accounts, last_checked_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'active', ?9, ?9, ?10, ?9)",
+            external_id, credential, status, created_at, updated_at, accounts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'active', ?9, ?9, ?10)",
     )?
     .execute(rusqlite::params![
         new.id,
@@ -345,15 +345,15 @@ pub fn checkable_count(conn: &SqlConnection) -> DbResult<i64> {
     )?)
 }
 
-/// The checkable connection checked longest ago (never-checked first), with
-/// when it was last checked.
-pub fn next_to_check(conn: &SqlConnection) -> DbResult<Option<(String, Option<Timestamp>)>> {
+/// The checkable connection whose health is oldest news, with when that news
+/// was had: its last check, or its creation (linking proves it worked).
+pub fn next_to_check(conn: &SqlConnection) -> DbResult<Option<(String, Timestamp)>> {
     use rusqlite::OptionalExtension as _;
     Ok(conn
         .query_row(
-            "SELECT id, last_checked_at FROM connections
+            "SELECT id, COALESCE(last_checked_at, created_at) AS seen FROM connections
              WHERE status != 'disconnected' AND credential IS NOT NULL
-             ORDER BY last_checked_at IS NOT NULL, last_checked_at, seq LIMIT 1",
+             ORDER BY seen, seq LIMIT 1",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )

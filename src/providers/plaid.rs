@@ -200,6 +200,25 @@ pub const REAUTH_CODES: &[&str] = &[
     "ITEM_LOCKED",
 ];
 
+/// What an Item error code (from `/item/get` or an `ITEM`/`ERROR` webhook)
+/// means for the connection.
+pub fn error_signal(code: &str, message: &str) -> crate::domain::connection::Signal {
+    use crate::domain::connection::Signal;
+    if REVOKED_CODES.contains(&code) {
+        Signal::Revoked { code: code.into() }
+    } else if REAUTH_CODES.contains(&code) {
+        Signal::ReauthRequired {
+            code: code.into(),
+            message: message.into(),
+        }
+    } else {
+        Signal::Failing {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Plaid error codes that mean access is gone for good.
 pub const REVOKED_CODES: &[&str] = &[
     "USER_PERMISSION_REVOKED",

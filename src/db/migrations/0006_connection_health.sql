@@ -7,7 +7,6 @@ ALTER TABLE connections ADD COLUMN new_accounts_available INTEGER NOT NULL DEFAU
     CHECK (new_accounts_available IN (0, 1));
 ALTER TABLE connections ADD COLUMN last_checked_at INTEGER;
 CREATE INDEX connections_external ON connections (provider, external_id);
-CREATE INDEX connections_checked ON connections (last_checked_at) WHERE status != 'disconnected';
 
 CREATE TABLE connection_events (
     seq           INTEGER PRIMARY KEY,
