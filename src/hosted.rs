@@ -83,6 +83,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// Serve the link page at the path of `[plaid] redirect_uri`: Plaid sends
+/// the person back there after an OAuth bank, and the page resumes the
+/// session it kept in the browser (same headers as `/link`).
+pub fn configure_oauth_return(cfg: &mut web::ServiceConfig, path: &str) {
+    cfg.service(
+        web::resource(path)
+            .wrap(security_headers())
+            .route(web::get().to(oauth_return_page)),
+    );
+}
+
+async fn oauth_return_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(PAGE_HTML)
+}
+
 async fn asset(body: &'static str, content_type: &'static str) -> HttpResponse {
     HttpResponse::Ok().content_type(content_type).body(body)
 }

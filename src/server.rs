@@ -187,10 +187,22 @@ pub fn build_with(
     crate::health_check::spawn(state.clone().into_inner());
     crate::waiters::spawn_cross_process_watch(state.waiters.clone(), &state.config.database.path);
     let data = state.clone();
+    let oauth_return = state
+        .config
+        .plaid
+        .redirect_uri
+        .as_ref()
+        .map(|u| u.path().to_owned());
     let server = HttpServer::new(move || {
+        let oauth_return = oauth_return.clone();
         App::new()
             .app_data(data.clone())
             .wrap(access_log())
+            .configure(move |cfg| {
+                if let Some(path) = &oauth_return {
+                    hosted::configure_oauth_return(cfg, path);
+                }
+            })
             .configure(routes)
     })
     .listen(listener)?
