@@ -12,9 +12,9 @@ use crate::crypto::{self, Cipher};
 use crate::db::connections::{self, Credential, NewConnection};
 use crate::db::link_sessions::{self as store, Change};
 use crate::db::{events, meta, outbox, Db};
-use crate::domain::ids::EntityRef;
 use crate::domain::connection::{Account, Connection};
 use crate::domain::ids::new_uuid;
+use crate::domain::ids::EntityRef;
 use crate::domain::link_session::{Action, LinkSession, Provider, Transition};
 use crate::domain::time;
 use crate::error::ApiError;
@@ -401,7 +401,15 @@ async fn exchange_plaid(
     let existing = state
         .db
         .read_async(move |c| {
-            connections::find_duplicate(c, &user, "plaid", &inst_id, &inst_name, &widget_accounts, None)
+            connections::find_duplicate(
+                c,
+                &user,
+                "plaid",
+                &inst_id,
+                &inst_name,
+                &widget_accounts,
+                None,
+            )
         })
         .await?;
     if let Some(existing) = existing {
@@ -524,15 +532,15 @@ pub struct Duplicate {
 #[derive(Debug)]
 pub enum AddOutcome {
     /// 201: stored and recorded on the session.
-    Added(Added),
+    Added(Box<Added>),
     /// 200 `{"duplicate": true, …}` (§10).
-    Duplicate(Duplicate),
+    Duplicate(Box<Duplicate>),
 }
 
 /// Why the recording transaction refused.
 enum NotRecorded {
     Refused(ApiError),
-    Duplicate(Connection),
+    Duplicate(Box<Connection>),
 }
 
 /// Exchange the widget's result and record the connection on the session,
@@ -637,7 +645,7 @@ pub async fn add_connection(
                 )?,
             };
             if let Some(existing) = existing {
-                return Ok(Err(NotRecorded::Duplicate(existing)));
+                return Ok(Err(NotRecorded::Duplicate(Box::new(existing))));
             }
             Ok(Ok(Added {
                 connection: conn,
@@ -648,7 +656,7 @@ pub async fn add_connection(
     let failure = match recorded {
         Ok(Ok(added)) => {
             state.changed(&added.session.id);
-            return Ok(AddOutcome::Added(added));
+            return Ok(AddOutcome::Added(Box::new(added)));
         }
         Ok(Err(e)) => e,
         Err(e) => NotRecorded::Refused(e.into()),
@@ -666,7 +674,7 @@ pub async fn add_connection(
     }
     match failure {
         NotRecorded::Refused(e) => Err(e),
-        NotRecorded::Duplicate(existing) => record_duplicate(state, session, existing).await,
+        NotRecorded::Duplicate(existing) => record_duplicate(state, session, *existing).await,
     }
 }
 
@@ -678,20 +686,20 @@ async fn record_duplicate(
     existing: Connection,
 ) -> Result<AddOutcome, ApiError> {
     let id = session.id.clone();
-    let detail = json!({"connection_id": existing.id, "institution_name": existing.institution_name});
+    let detail =
+        json!({"connection_id": existing.id, "institution_name": existing.institution_name});
     let current = state
         .db
         .write_async(move |tx| {
             let now = time::now();
             events::insert(tx, &id, "connection.duplicate", now, &detail)?;
-            store::get(tx, &EntityRef::Uuid(id.clone()))
-                .map(|s| s.map(|s| s.status_at(now)))
+            store::get(tx, &EntityRef::Uuid(id.clone())).map(|s| s.map(|s| s.status_at(now)))
         })
         .await?;
-    Ok(AddOutcome::Duplicate(Duplicate {
+    Ok(AddOutcome::Duplicate(Box::new(Duplicate {
         connection: existing,
         session_status: current.unwrap_or(session.status),
-    }))
+    })))
 }
 
 /// `POST /_link/{token}/reauth-complete`: the relinked connection works again.
@@ -754,7 +762,15 @@ async fn refresh_accounts(
     let token = open_credential(state, conn_id, &cred).ok()?;
     let p = session.provider?;
     let result = match p {
-        Provider::Plaid => state.bank.providers.plaid.as_ref()?.get_accounts(&token).await,
+        Provider::Plaid => {
+            state
+                .bank
+                .providers
+                .plaid
+                .as_ref()?
+                .get_accounts(&token)
+                .await
+        }
         Provider::Teller => state
             .bank
             .providers

@@ -66,7 +66,11 @@ impl From<DbError> for CheckError {
 
 /// Check one connection now (by UUID or short id): ask its provider, apply
 /// what it says, stamp `last_checked_at`. Returns the connection afterwards.
-pub async fn check_connection(db: &Db, bank: &Bank, r: EntityRef) -> Result<Connection, CheckError> {
+pub async fn check_connection(
+    db: &Db,
+    bank: &Bank,
+    r: EntityRef,
+) -> Result<Connection, CheckError> {
     let (conn, cred) = db
         .read_async(move |c| {
             let Some(conn) = connections::get(c, &r)? else {
@@ -142,9 +146,10 @@ async fn plaid_signals(bank: &Bank, token: &str) -> Result<Vec<Signal>, CheckErr
         Err(e) => return Err(provider_failure(e)),
     };
     let mut out = vec![match &item.error {
-        Some(e) if !e.error_code.is_empty() => {
-            plaid::error_signal(&e.error_code, e.error_message.as_deref().unwrap_or_default())
-        }
+        Some(e) if !e.error_code.is_empty() => plaid::error_signal(
+            &e.error_code,
+            e.error_message.as_deref().unwrap_or_default(),
+        ),
         _ => Signal::Repaired,
     }];
     if let Some(at) = item
@@ -240,7 +245,12 @@ enum Step {
 async fn step(state: &AppState, interval: Duration) -> Step {
     let next = state
         .db
-        .read_async(|c| Ok((connections::next_to_check(c)?, connections::checkable_count(c)?)))
+        .read_async(|c| {
+            Ok((
+                connections::next_to_check(c)?,
+                connections::checkable_count(c)?,
+            ))
+        })
         .await;
     let (next, count) = match next {
         Ok(n) => n,
@@ -256,7 +266,11 @@ async fn step(state: &AppState, interval: Duration) -> Step {
     let now = time::now();
     if due > now {
         let wait = u64::try_from(due - now).unwrap_or(0);
-        return Step::NotDue(Duration::from_secs(wait).min(IDLE).max(Duration::from_secs(1)));
+        return Step::NotDue(
+            Duration::from_secs(wait)
+                .min(IDLE)
+                .max(Duration::from_secs(1)),
+        );
     }
     match check_connection(&state.db, &state.bank, EntityRef::Uuid(id.clone())).await {
         Ok(conn) => {

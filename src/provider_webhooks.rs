@@ -135,7 +135,11 @@ pub fn plaid_signal(hook: &PlaidHook, now: Timestamp) -> Option<Signal> {
 }
 
 /// The key named `kid`: from the cache, else from Plaid (then cached).
-async fn plaid_key(state: &AppState, kid: &str, now: Timestamp) -> Result<plaid::VerificationKey, String> {
+async fn plaid_key(
+    state: &AppState,
+    kid: &str,
+    now: Timestamp,
+) -> Result<plaid::VerificationKey, String> {
     let cached = state
         .bank
         .plaid_keys
@@ -197,7 +201,10 @@ async fn verify_plaid(
         return Err(format!("iat is {}s from now", now - claims.iat));
     }
     let digest = hex::encode(Sha256::digest(body));
-    if !constant_time_eq(digest.as_bytes(), claims.request_body_sha256.to_ascii_lowercase().as_bytes()) {
+    if !constant_time_eq(
+        digest.as_bytes(),
+        claims.request_body_sha256.to_ascii_lowercase().as_bytes(),
+    ) {
         return Err("request_body_sha256 does not match the body".into());
     }
     Ok(hex::encode(Sha256::digest(jwt.as_bytes())))
@@ -385,7 +392,8 @@ async fn post_teller(
         log::info!("ignored a Teller webhook that is not a JSON object");
         return ok();
     };
-    let (Some(signal), Some(enrollment)) = (teller_signal(&hook), hook.payload.enrollment_id.clone())
+    let (Some(signal), Some(enrollment)) =
+        (teller_signal(&hook), hook.payload.enrollment_id.clone())
     else {
         log::debug!("ignored Teller webhook {}", hook.kind);
         return ok();
@@ -427,17 +435,26 @@ mod tests {
                 at: 10 + DEFAULT_NOTICE_SECS
             })
         );
-        assert_eq!(plaid_signal(&hook("LOGIN_REPAIRED", None), 0), Some(Signal::Repaired));
+        assert_eq!(
+            plaid_signal(&hook("LOGIN_REPAIRED", None), 0),
+            Some(Signal::Repaired)
+        );
         assert!(matches!(
             plaid_signal(&hook("USER_PERMISSION_REVOKED", None), 0),
             Some(Signal::Revoked { .. })
         ));
-        assert_eq!(plaid_signal(&hook("WEBHOOK_UPDATE_ACKNOWLEDGED", None), 0), None);
+        assert_eq!(
+            plaid_signal(&hook("WEBHOOK_UPDATE_ACKNOWLEDGED", None), 0),
+            None
+        );
     }
 
     #[test]
     fn teller_signature_rules() {
-        let secrets = [crate::config::Secret::new("old"), crate::config::Secret::new("new")];
+        let secrets = [
+            crate::config::Secret::new("old"),
+            crate::config::Secret::new("new"),
+        ];
         let sign = |secret: &str, t: i64, body: &[u8]| {
             let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
             mac.update(format!("{t}.").as_bytes());

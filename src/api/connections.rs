@@ -24,7 +24,11 @@ pub fn routes() -> Vec<RouteEntry> {
         route(Method::GET, "/connections/{id}", get_connection),
         route(Method::DELETE, "/connections/{id}", delete_connection),
         route(Method::POST, "/connections/{id}/relink", relink_connection),
-        route(Method::GET, "/connections/{id}/events", list_connection_events),
+        route(
+            Method::GET,
+            "/connections/{id}/events",
+            list_connection_events,
+        ),
     ]
 }
 

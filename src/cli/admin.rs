@@ -320,7 +320,10 @@ fn print_connection(c: &crate::domain::connection::Connection, json: bool) {
     let ts = |t: Option<i64>| t.map_or_else(|| "-".to_owned(), time::rfc3339);
     println!("id:                     {} ({})", c.id, c.short_id);
     println!("provider:               {}", c.provider);
-    println!("institution:            {} {}", c.institution_name, c.institution_id);
+    println!(
+        "institution:            {} {}",
+        c.institution_name, c.institution_id
+    );
     println!("status:                 {}", c.status.as_str());
     println!(
         "error:                  {} {}",

@@ -955,7 +955,14 @@ fn check_redirect_uri(u: &Url, name: &str) -> Result<(), ConfigError> {
         )));
     }
     let path = u.path();
-    let reserved = ["/api/", "/_link/", "/assets/", "/webhooks/", "/health/", "/mcp"];
+    let reserved = [
+        "/api/",
+        "/_link/",
+        "/assets/",
+        "/webhooks/",
+        "/health/",
+        "/mcp",
+    ];
     if path == "/" || path == "/openapi.json" || reserved.iter().any(|r| path.starts_with(r)) {
         return Err(err(format!(
             "{name}: its path {path} is used by the server itself; pick e.g. /oauth-return"

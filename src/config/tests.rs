@@ -808,8 +808,14 @@ fn connection_lifecycle_settings() {
     );
     assert!(c.plaid.redirect_uri.is_none() && c.teller.webhook_signing_secrets.is_empty());
     assert_eq!(parse_duration("0"), Some(std::time::Duration::ZERO));
-    assert_eq!(parse_duration("90m"), Some(std::time::Duration::from_secs(5400)));
-    assert_eq!(parse_duration("7d"), Some(std::time::Duration::from_secs(604_800)));
+    assert_eq!(
+        parse_duration("90m"),
+        Some(std::time::Duration::from_secs(5400))
+    );
+    assert_eq!(
+        parse_duration("7d"),
+        Some(std::time::Duration::from_secs(604_800))
+    );
     for bad in ["", "h", "24", "1.5h", "-1h", "24x"] {
         assert_eq!(parse_duration(bad), None, "{bad}");
     }

@@ -331,7 +331,9 @@ pub fn find_duplicate(
             && !institution_id.is_empty()
             && c.institution_id == institution_id;
         let same_name = !institution_name.trim().is_empty()
-            && c.institution_name.trim().eq_ignore_ascii_case(institution_name.trim());
+            && c.institution_name
+                .trim()
+                .eq_ignore_ascii_case(institution_name.trim());
         (same_id || same_name) && masks_overlap(&c.accounts, accounts)
     }))
 }

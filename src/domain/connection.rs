@@ -282,7 +282,10 @@ mod tests {
     fn expiring_notice_only_once() {
         let first = apply_signal(&healthy(), &Signal::Expiring { at: 100 }).expect("set");
         assert!(first.expiring_notice);
-        assert_eq!(apply_signal(&first.health, &Signal::Expiring { at: 100 }), None);
+        assert_eq!(
+            apply_signal(&first.health, &Signal::Expiring { at: 100 }),
+            None
+        );
         let moved = apply_signal(&first.health, &Signal::Expiring { at: 200 }).expect("moved");
         assert!(!moved.expiring_notice);
     }
@@ -312,7 +315,10 @@ mod tests {
             kind: "depository".into(),
             subtype: None,
         };
-        assert!(masks_overlap(&[acc(Some("1234"))], &[acc(None), acc(Some("1234"))]));
+        assert!(masks_overlap(
+            &[acc(Some("1234"))],
+            &[acc(None), acc(Some("1234"))]
+        ));
         assert!(!masks_overlap(&[acc(None)], &[acc(None)]));
         assert!(!masks_overlap(&[acc(Some("1"))], &[acc(Some("2"))]));
     }

@@ -80,8 +80,10 @@ pub fn is_retryable(e: &ProviderError) -> bool {
         } => match status {
             401 => false,
             403 => code.starts_with("enrollment."),
-            400 => !(message.to_ascii_lowercase().contains("certificate")
-                || code.contains("certificate")),
+            400 => {
+                !(message.to_ascii_lowercase().contains("certificate")
+                    || code.contains("certificate"))
+            }
             _ => true,
         },
         _ => true,

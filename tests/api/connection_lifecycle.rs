@@ -61,8 +61,10 @@ pub async fn session_for(app: &TestApp, user_id: &str, extra: Value) -> (Value, 
 pub fn plaid_body(public_token: &str, masks: &[&str]) -> Value {
     let accounts: Vec<Value> = masks
         .iter()
-        .map(|m| json!({"id": format!("w-{m}"), "name": "Checking", "mask": m,
-            "type": "depository", "subtype": "checking", "verification_status": null}))
+        .map(|m| {
+            json!({"id": format!("w-{m}"), "name": "Checking", "mask": m,
+            "type": "depository", "subtype": "checking", "verification_status": null})
+        })
         .collect();
     json!({
         "provider": "plaid",
@@ -150,7 +152,10 @@ pub fn outbox(app: &TestApp) -> Vec<(String, Value)> {
                 c.prepare("SELECT event_type, payload FROM webhook_outbox ORDER BY seq")?;
             let rows = stmt.query_map([], |r| {
                 let body: String = r.get(1)?;
-                Ok((r.get(0)?, serde_json::from_str(&body).unwrap_or(Value::Null)))
+                Ok((
+                    r.get(0)?,
+                    serde_json::from_str(&body).unwrap_or(Value::Null),
+                ))
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
@@ -229,8 +234,15 @@ async fn accounts_are_stored_and_shown_everywhere() {
 
     // The page's "linked so far" list.
     let page = app.page_get(&format!("/_link/{t}/session")).await;
-    assert_eq!(page.json["connections"][0]["accounts"], want, "{}", page.text);
-    assert_eq!(page.json["connections"][0]["institution_name"], "First Platypus Bank");
+    assert_eq!(
+        page.json["connections"][0]["accounts"], want,
+        "{}",
+        page.text
+    );
+    assert_eq!(
+        page.json["connections"][0]["institution_name"],
+        "First Platypus Bank"
+    );
 
     // The connection_added webhook.
     let added = outbox_of(&app, "link_session.connection_added");
@@ -240,18 +252,21 @@ async fn accounts_are_stored_and_shown_everywhere() {
 
     // Teller: the accounts of the enrollment, masks from last_four.
     let (_, tel) = link_teller(&app).await;
-    assert_eq!(
-        masks(&tel),
-        ["1234", "5678"],
-        "{tel}"
-    );
+    assert_eq!(masks(&tel), ["1234", "5678"], "{tel}");
     assert_eq!(tel["accounts"][0]["type"], "depository");
     assert_eq!(tel["accounts"][0]["subtype"], "checking");
 
     // The CLI shows them too.
     let db = app.db_path.to_str().expect("path").to_owned();
-    let out = run_bin(&["--database", &db, "--json", "connections", "get", &id], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_bin(
+        &["--database", &db, "--json", "connections", "get", &id],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cli: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(cli["accounts"], want);
     let out = run_bin(&["--database", &db, "connections", "get", &id], &[]);
@@ -348,10 +363,20 @@ async fn plaid_duplicate_is_not_exchanged() {
     // Another member, or no shared mask: not a duplicate.
     let other = app.create_user("Ben").await;
     let (_, t3) = session_for(&app, s(&other["id"]), json!({})).await;
-    assert_eq!(add(&app, &t3, plaid_body("public-3", &["1234"])).await.status, 201);
+    assert_eq!(
+        add(&app, &t3, plaid_body("public-3", &["1234"]))
+            .await
+            .status,
+        201
+    );
     plaid.set_accounts(&[("Checking", "5555")]);
     let (_, t4) = session_for(&app, uid, json!({})).await;
-    assert_eq!(add(&app, &t4, plaid_body("public-4", &["5555"])).await.status, 201);
+    assert_eq!(
+        add(&app, &t4, plaid_body("public-4", &["5555"]))
+            .await
+            .status,
+        201
+    );
 }
 
 #[actix_web::test]
@@ -362,10 +387,8 @@ async fn racing_duplicates_store_one_connection() {
     plaid.set_accounts(&[("Checking", "1234")]);
     let user = app.create_user("Ana").await;
     let (_, t) = session_for(&app, s(&user["id"]), json!({})).await;
-    let results = join_all(
-        (0..6).map(|i| add(&app, &t, plaid_body(&format!("public-race-{i}"), &[]))),
-    )
-    .await;
+    let results =
+        join_all((0..6).map(|i| add(&app, &t, plaid_body(&format!("public-race-{i}"), &[])))).await;
     let created: Vec<&Resp> = results.iter().filter(|r| r.status == 201).collect();
     let dups: Vec<&Resp> = results
         .iter()
@@ -447,7 +470,10 @@ async fn rejected_credentials_are_final_and_the_agent_is_told() {
     assert_eq!(hooks.len(), 1);
     assert_eq!(hooks[0]["data"]["id"], session["id"]);
     assert_eq!(hooks[0]["data"]["status"], "active");
-    assert_eq!(hooks[0]["data"]["provider_error"]["code"], "INVALID_API_KEYS");
+    assert_eq!(
+        hooks[0]["data"]["provider_error"]["code"],
+        "INVALID_API_KEYS"
+    );
     // Never fails the session.
     let got = app
         .get(&format!("/api/v1/connections/link/{}", s(&session["id"])))
@@ -461,11 +487,21 @@ async fn retryable_failures_are_recorded_without_a_webhook() {
     let app = app_with(Some(&plaid), None, |_| {}).await;
     let user = app.create_user("Ana").await;
     let (session, t) = session_for(&app, s(&user["id"]), json!({})).await;
-    plaid.fail_with("/item/public_token/exchange", 500, "INTERNAL_SERVER_ERROR", None);
+    plaid.fail_with(
+        "/item/public_token/exchange",
+        500,
+        "INTERNAL_SERVER_ERROR",
+        None,
+    );
     let r = add(&app, &t, plaid_body("public-500", &[])).await;
     assert_eq!(r.status, 502, "{}", r.text);
     assert_eq!(r.json["error"]["retryable"], true);
-    plaid.fail_with("/item/public_token/exchange", 400, "INSTITUTION_NOT_SUPPORTED", None);
+    plaid.fail_with(
+        "/item/public_token/exchange",
+        400,
+        "INSTITUTION_NOT_SUPPORTED",
+        None,
+    );
     let r = add(&app, &t, plaid_body("public-400", &[])).await;
     assert_eq!(r.json["error"]["retryable"], false, "{}", r.text);
 
@@ -491,7 +527,12 @@ async fn retryable_failures_are_recorded_without_a_webhook() {
     let (_, t) = session_for(&app, s(&user["id"]), json!({})).await;
     teller.fail_with("/accounts", 401, "unauthorized", "bad certificate");
     let r = add(&app, &t, teller_body(TELLER_TOKEN, TELLER_ENROLLMENT)).await;
-    assert_eq!((r.status, &r.json["error"]["retryable"]), (502, &json!(false)), "{}", r.text);
+    assert_eq!(
+        (r.status, &r.json["error"]["retryable"]),
+        (502, &json!(false)),
+        "{}",
+        r.text
+    );
 }
 
 // ------------------------------------------------------------------ timeline API
@@ -503,33 +544,53 @@ async fn connection_events_page_with_a_cursor() {
     let (_, added) = link_plaid(&app, "public-ev").await;
     let id = s(&added["connection_id"]).to_owned();
     let item = plaid.item_ids().pop().expect("item");
-    for code in ["NEW_ACCOUNTS_AVAILABLE", "PENDING_EXPIRATION", "LOGIN_REPAIRED"] {
+    for code in [
+        "NEW_ACCOUNTS_AVAILABLE",
+        "PENDING_EXPIRATION",
+        "LOGIN_REPAIRED",
+    ] {
         let body = json!({"webhook_type": "ITEM", "webhook_code": code, "item_id": item,
             "consent_expiration_time": "2030-01-01T00:00:00Z", "environment": "sandbox"});
-        let r = crate::provider_webhooks::post_plaid(&app, &plaid, body.to_string().as_bytes()).await;
+        let r =
+            crate::provider_webhooks::post_plaid(&app, &plaid, body.to_string().as_bytes()).await;
         assert_eq!(r.status, 200, "{}", r.text);
     }
-    let r = app.get(&format!("/api/v1/connections/{id}/events?limit=2")).await;
+    let r = app
+        .get(&format!("/api/v1/connections/{id}/events?limit=2"))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["events"].as_array().map(Vec::len), Some(2));
     let cursor = s(&r.json["next_cursor"]).to_owned();
     assert!(!cursor.is_empty());
     let r2 = app
-        .get(&format!("/api/v1/connections/{id}/events?limit=2&cursor={cursor}"))
+        .get(&format!(
+            "/api/v1/connections/{id}/events?limit=2&cursor={cursor}"
+        ))
         .await;
-    assert_eq!(r2.json["events"].as_array().map(Vec::len), Some(1), "{}", r2.text);
+    assert_eq!(
+        r2.json["events"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        r2.text
+    );
     assert_eq!(r2.json["next_cursor"], Value::Null);
     let all = connection_events(&app, &id).await;
     let types: Vec<&str> = all.iter().map(|e| s(&e["type"])).collect();
     assert_eq!(
         types,
-        ["connection.status_changed", "connection.status_changed", "connection.access_expiring"]
+        [
+            "connection.status_changed",
+            "connection.status_changed",
+            "connection.access_expiring"
+        ]
     );
     // LOGIN_REPAIRED on an active connection changes nothing.
     assert_eq!(all.len(), 3);
 
     for bad in ["limit=0", "limit=201", "cursor=nope", "other=1"] {
-        let r = app.get(&format!("/api/v1/connections/{id}/events?{bad}")).await;
+        let r = app
+            .get(&format!("/api/v1/connections/{id}/events?{bad}"))
+            .await;
         assert_eq!((r.status, r.code()), (400, "VALIDATION_ERROR"), "{bad}");
     }
     let r = app.get("/api/v1/connections/AAAAAAAA/events").await;
@@ -574,9 +635,15 @@ async fn link_tokens_carry_redirect_uri_and_webhook_url() {
     let creates = plaid.requests_to("/link/token/create");
     assert_eq!(creates.len(), 2);
     for c in &creates {
-        assert_eq!(c.body["redirect_uri"], "https://bank.example.com/bb/oauth-return");
+        assert_eq!(
+            c.body["redirect_uri"],
+            "https://bank.example.com/bb/oauth-return"
+        );
     }
-    assert_eq!(creates[0].body["webhook"], "https://bank.example.com/bb/webhooks/plaid");
+    assert_eq!(
+        creates[0].body["webhook"],
+        "https://bank.example.com/bb/webhooks/plaid"
+    );
 
     // The return page is the link page, with the /link headers.
     let page = app.page_get("/bb/oauth-return?oauth_state_id=abc").await;
@@ -584,7 +651,9 @@ async fn link_tokens_carry_redirect_uri_and_webhook_url() {
     assert!(page.header("content-type").starts_with("text/html"));
     assert_eq!(page.header("cache-control"), "no-store");
     assert_eq!(page.header("referrer-policy"), "no-referrer");
-    assert!(page.header("content-security-policy").contains("frame-ancestors 'none'"));
+    assert!(page
+        .header("content-security-policy")
+        .contains("frame-ancestors 'none'"));
     let link_page = app.page_get(&format!("/link/{rt}")).await;
     assert_eq!(page.text, link_page.text);
 
@@ -595,7 +664,10 @@ async fn link_tokens_carry_redirect_uri_and_webhook_url() {
     plain
         .page_post(&format!("/_link/{t}/providers/plaid/start"), None)
         .await;
-    let last = plaid.requests_to("/link/token/create").pop().expect("create");
+    let last = plaid
+        .requests_to("/link/token/create")
+        .pop()
+        .expect("create");
     assert!(last.body.get("redirect_uri").is_none(), "{:?}", last.body);
     assert!(last.body.get("webhook").is_none(), "{:?}", last.body);
     assert_eq!(plain.page_get("/bb/oauth-return").await.status, 404);

@@ -641,9 +641,7 @@ impl FakeTeller {
     pub fn set_enrollment_error(&self, enrollment_id: &str, error: Option<(u16, &str)>) {
         let mut map = lock(&self.0.state.teller_health);
         match error {
-            Some((status, code)) => {
-                map.insert(enrollment_id.to_owned(), (status, code.to_owned()))
-            }
+            Some((status, code)) => map.insert(enrollment_id.to_owned(), (status, code.to_owned())),
             None => map.remove(enrollment_id),
         };
     }
@@ -731,7 +729,10 @@ fn teller_accounts(enrollment: &str, masks: Option<Vec<String>>) -> Value {
             let h = enrollment
                 .bytes()
                 .fold(7u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
-            vec![format!("{:04}", h % 10000), format!("{:04}", (h / 10000) % 10000)]
+            vec![
+                format!("{:04}", h % 10000),
+                format!("{:04}", (h / 10000) % 10000),
+            ]
         }
     });
     let account = |n: u32, name: &str, subtype: &str, last_four: &str| {

@@ -12,8 +12,8 @@ use crate::connection_lifecycle::{
     app_with, connection, connection_events, eventually, link_plaid, link_teller, outbox_of, s,
 };
 use crate::fakes::{
-    new_signing_key, now, sign_es256, teller_signature, FakePlaid, FakeTeller,
-    PLAID_WEBHOOK_KID, TELLER_ENROLLMENT,
+    new_signing_key, now, sign_es256, teller_signature, FakePlaid, FakeTeller, PLAID_WEBHOOK_KID,
+    TELLER_ENROLLMENT,
 };
 use crate::helpers::{read, run_bin, Resp, TestApp};
 
@@ -109,14 +109,19 @@ async fn plaid_webhook_moves_a_connection_and_tells_the_agent() {
     let r = post_plaid(&app, &plaid, &item_hook(&item, "LOGIN_REPAIRED", json!({}))).await;
     assert_eq!(r.status, 200);
     let conn = connection(&app, &id).await;
-    assert_eq!((conn["status"].clone(), conn["error_code"].clone()), (json!("active"), Value::Null));
+    assert_eq!(
+        (conn["status"].clone(), conn["error_code"].clone()),
+        (json!("active"), Value::Null)
+    );
     assert_eq!(plaid.requests_to("/webhook_verification_key/get").len(), 1);
 
     // Unknown types and unknown items are acknowledged and ignored.
     for body in [
         item_hook(&item, "WEBHOOK_UPDATE_ACKNOWLEDGED", json!({})),
         json!({"webhook_type": "TRANSACTIONS", "webhook_code": "SYNC_UPDATES_AVAILABLE",
-            "item_id": item}).to_string().into_bytes(),
+            "item_id": item})
+        .to_string()
+        .into_bytes(),
         login_required("item-nobody"),
     ] {
         let r = post_plaid(&app, &plaid, &body).await;
@@ -208,15 +213,27 @@ async fn expiring_new_accounts_and_revoked() {
         json!({"reason": "INSTITUTION_TOKEN_EXPIRATION", "disconnect_time": "2030-01-01T00:00:00Z"}),
     );
     assert_eq!(post_plaid(&app, &plaid, &moved).await.status, 200);
-    assert_eq!(connection(&app, &id).await["access_expires_at"], "2030-01-01T00:00:00Z");
+    assert_eq!(
+        connection(&app, &id).await["access_expires_at"],
+        "2030-01-01T00:00:00Z"
+    );
     let expiring_hooks = outbox_of(&app, "connection.access_expiring");
     assert_eq!(expiring_hooks.len(), 1);
     assert_eq!(expiring_hooks[0]["data"]["id"], id.as_str());
-    assert_eq!(expiring_hooks[0]["data"]["access_expires_at"], "2030-01-02T03:04:05Z");
+    assert_eq!(
+        expiring_hooks[0]["data"]["access_expires_at"],
+        "2030-01-02T03:04:05Z"
+    );
     assert_eq!(expiring_hooks[0]["data"]["reason"], "access_expiring");
 
     assert_eq!(
-        post_plaid(&app, &plaid, &item_hook(&item, "NEW_ACCOUNTS_AVAILABLE", json!({}))).await.status,
+        post_plaid(
+            &app,
+            &plaid,
+            &item_hook(&item, "NEW_ACCOUNTS_AVAILABLE", json!({}))
+        )
+        .await
+        .status,
         200
     );
     assert_eq!(connection(&app, &id).await["new_accounts_available"], true);
@@ -236,7 +253,12 @@ async fn expiring_new_accounts_and_revoked() {
         .await;
     assert_eq!(r.code(), "CONNECTION_DISCONNECTED");
     // A disconnected connection never changes again.
-    assert_eq!(post_plaid(&app, &plaid, &item_hook(&item, "LOGIN_REPAIRED", json!({}))).await.status, 200);
+    assert_eq!(
+        post_plaid(&app, &plaid, &item_hook(&item, "LOGIN_REPAIRED", json!({})))
+            .await
+            .status,
+        200
+    );
     assert_eq!(connection(&app, &id).await["status"], "disconnected");
 
     let reasons: Vec<String> = outbox_of(&app, "connection.status_changed")
@@ -245,7 +267,12 @@ async fn expiring_new_accounts_and_revoked() {
         .collect();
     assert_eq!(
         reasons,
-        ["access_expiring", "access_expiring", "new_accounts_available", "access_revoked"]
+        [
+            "access_expiring",
+            "access_expiring",
+            "new_accounts_available",
+            "access_revoked"
+        ]
     );
 }
 
@@ -267,10 +294,22 @@ async fn teller_webhooks_are_verified_with_any_configured_secret() {
     .into_bytes();
 
     for (what, sig) in [
-        ("wrong secret", Some(teller_signature(&["nope"], now(), &body))),
-        ("stale", Some(teller_signature(&TELLER_SECRETS, now() - 200, &body))),
-        ("future", Some(teller_signature(&TELLER_SECRETS, now() + 200, &body))),
-        ("altered", Some(teller_signature(&TELLER_SECRETS, now(), b"{}"))),
+        (
+            "wrong secret",
+            Some(teller_signature(&["nope"], now(), &body)),
+        ),
+        (
+            "stale",
+            Some(teller_signature(&TELLER_SECRETS, now() - 200, &body)),
+        ),
+        (
+            "future",
+            Some(teller_signature(&TELLER_SECRETS, now() + 200, &body)),
+        ),
+        (
+            "altered",
+            Some(teller_signature(&TELLER_SECRETS, now(), b"{}")),
+        ),
         ("missing", None),
     ] {
         let r = post_teller(&app, sig.as_deref(), &body).await;
@@ -287,7 +326,8 @@ async fn teller_webhooks_are_verified_with_any_configured_secret() {
     assert_eq!(conn["error_code"], "disconnected.credentials_invalid");
 
     // Redelivery of wh_1 after a repair changes nothing.
-    app.post(&format!("/api/v1/connections/{id}/relink"), &json!({})).await;
+    app.post(&format!("/api/v1/connections/{id}/relink"), &json!({}))
+        .await;
     let cid = id.clone();
     app.db
         .write(move |tx| {
@@ -328,7 +368,10 @@ async fn health_polling_flips_connections_without_webhooks() {
     .await;
     let (_, p) = link_plaid(&app, "public-poll").await;
     let (_, t) = link_teller(&app).await;
-    let (pid, tid) = (s(&p["connection_id"]).to_owned(), s(&t["connection_id"]).to_owned());
+    let (pid, tid) = (
+        s(&p["connection_id"]).to_owned(),
+        s(&t["connection_id"]).to_owned(),
+    );
     let item = plaid.item_ids().pop().expect("item");
     plaid.set_item_error(&item, Some("ITEM_LOGIN_REQUIRED"));
     teller.set_enrollment_error(TELLER_ENROLLMENT, Some((404, "enrollment.disconnected")));
@@ -338,11 +381,19 @@ async fn health_polling_flips_connections_without_webhooks() {
             && connection(&app, &tid).await["status"] == "pending_reauth"
     })
     .await;
-    assert!(flipped, "{} {}", connection(&app, &pid).await, connection(&app, &tid).await);
+    assert!(
+        flipped,
+        "{} {}",
+        connection(&app, &pid).await,
+        connection(&app, &tid).await
+    );
     let ev = &connection_events(&app, &pid).await[0];
     assert_eq!(ev["detail"]["source"], "health_check");
     assert_eq!(ev["detail"]["reason"], "reauth_required");
-    assert_eq!(connection(&app, &tid).await["error_code"], "enrollment.disconnected");
+    assert_eq!(
+        connection(&app, &tid).await["error_code"],
+        "enrollment.disconnected"
+    );
     assert!(connection(&app, &pid).await["last_checked_at"].is_string());
     assert!(!plaid.requests_to("/item/get").is_empty());
     let hooks = outbox_of(&app, "connection.status_changed");
@@ -394,8 +445,15 @@ async fn cli_check_runs_a_health_check_now() {
         ("BREADBOX_PLAID_SECRET", crate::fakes::PLAID_SECRET),
         ("BREADBOX_PLAID_BASE_URL", base.as_str()),
     ];
-    let out = run_bin(&["--database", &db, "--json", "connections", "check", &id], &env);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_bin(
+        &["--database", &db, "--json", "connections", "check", &id],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let conn: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(conn["status"], "pending_reauth");
     assert_eq!(conn["error_code"], "ITEM_LOCKED");
@@ -410,8 +468,15 @@ async fn cli_check_runs_a_health_check_now() {
         .collect();
     assert_eq!(
         types,
-        ["connection.status_changed", "connection.status_changed", "connection.access_expiring"]
+        [
+            "connection.status_changed",
+            "connection.status_changed",
+            "connection.access_expiring"
+        ]
     );
-    let missing = run_bin(&["--database", &db, "connections", "check", "AAAAAAAA"], &env);
+    let missing = run_bin(
+        &["--database", &db, "connections", "check", "AAAAAAAA"],
+        &env,
+    );
     assert!(!missing.status.success());
 }
