@@ -32,6 +32,9 @@ pub struct Bank {
     pub plaid_keys: std::sync::Mutex<
         std::collections::HashMap<String, (crate::providers::plaid::VerificationKey, i64)>,
     >,
+    /// Key look-ups at Plaid in the current minute: (minute start, count), so
+    /// webhooks naming made-up `kid`s cannot make us call Plaid without end.
+    pub plaid_key_fetches: std::sync::Mutex<(i64, u32)>,
 }
 
 impl Bank {
@@ -90,6 +93,7 @@ pub fn setup(config: &Config, db: &Db, opts: &ClientOptions) -> Result<Bank, Str
         providers,
         cipher,
         plaid_keys: std::sync::Mutex::default(),
+        plaid_key_fetches: std::sync::Mutex::default(),
     })
 }
 

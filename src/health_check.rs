@@ -182,17 +182,16 @@ async fn teller_signals(bank: &Bank, token: &str) -> Result<Vec<Signal>, CheckEr
 /// Check every connection whose last news is at least `interval` old, one
 /// at a time, now. Returns how many were checked; stops at a rate limit.
 pub async fn run_once(db: &Db, bank: &Bank, interval: Duration) -> Result<usize, CheckError> {
+    let cutoff = time::now().saturating_sub(secs(interval));
+    let due = db
+        .read_async(move |c| connections::due_for_check(c, cutoff))
+        .await?;
     let mut done = 0;
-    let total = db.read_async(connections::checkable_count).await?;
-    for _ in 0..total {
-        let Some((id, seen)) = db.read_async(connections::next_to_check).await? else {
-            break;
-        };
-        if seen + secs(interval) > time::now() {
-            break;
-        }
+    for id in due {
         match check_connection(db, bank, EntityRef::Uuid(id)).await {
             Ok(_) | Err(CheckError::Provider(_) | CheckError::NotConfigured(_)) => done += 1,
+            // Disconnected meanwhile: nothing to do.
+            Err(CheckError::NotFound | CheckError::NotCheckable) => {}
             Err(e) => return Err(e),
         }
     }

@@ -31,6 +31,10 @@ pub const TELLER_TOLERANCE_SECS: i64 = 3 * 60;
 /// seconds, so a key Plaid retired stops verifying within a day.
 const KEY_CACHE_SECS: i64 = 24 * 60 * 60;
 
+/// Verification-key look-ups at Plaid allowed per minute (Plaid rotates
+/// keys rarely; more than this means someone is naming made-up keys).
+const KEY_FETCHES_PER_MINUTE: u32 = 10;
+
 /// Largest accepted webhook body.
 const MAX_BODY: usize = 256 * 1024;
 
@@ -157,6 +161,20 @@ async fn plaid_key(
         .plaid
         .as_ref()
         .ok_or("Plaid is not configured")?;
+    {
+        let mut fetches = state
+            .bank
+            .plaid_key_fetches
+            .lock()
+            .map_err(|_| "key fetch counter poisoned".to_owned())?;
+        if now - fetches.0 >= 60 {
+            *fetches = (now, 0);
+        }
+        if fetches.1 >= KEY_FETCHES_PER_MINUTE {
+            return Err(format!("too many unknown key ids this minute ({kid:?})"));
+        }
+        fetches.1 += 1;
+    }
     let key = client
         .webhook_verification_key(kid)
         .await

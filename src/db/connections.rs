@@ -120,11 +120,18 @@ pub fn disconnect(
     };
     let id = conn.id.clone();
     let credential = credential(tx, &id)?;
-    tx.execute(
+    let changed = tx.execute(
         "UPDATE connections SET status = 'disconnected', credential = NULL, updated_at = ?2
          WHERE id = ?1 AND status != 'disconnected'",
         (&id, now),
     )?;
+    if changed == 1 {
+        let detail = serde_json::json!({
+            "reason": "disconnected", "source": "api", "from": conn.status.as_str(),
+            "to": "disconnected", "error_code": conn.error_code,
+        });
+        connection_events::insert(tx, &id, "connection.status_changed", now, &detail)?;
+    }
     let conn = get(tx, &crate::domain::ids::EntityRef::Uuid(id))?
         .ok_or_else(|| super::DbError::Corrupt("connection vanished".into()))?;
     Ok(Some((conn, credential)))
@@ -355,11 +362,24 @@ pub fn next_to_check(conn: &SqlConnection) -> DbResult<Option<(String, Timestamp
         .query_row(
             "SELECT id, COALESCE(last_checked_at, created_at) AS seen FROM connections
              WHERE status != 'disconnected' AND credential IS NOT NULL
-             ORDER BY seen, seq LIMIT 1",
+             ORDER BY seen, last_checked_at IS NOT NULL, seq LIMIT 1",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?)
+}
+
+/// The checkable connections whose last news (check, else creation) is at
+/// or before `seen_before`, oldest news first.
+pub fn due_for_check(conn: &SqlConnection, seen_before: Timestamp) -> DbResult<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM connections
+         WHERE status != 'disconnected' AND credential IS NOT NULL
+           AND COALESCE(last_checked_at, created_at) <= ?1
+         ORDER BY COALESCE(last_checked_at, created_at), seq",
+    )?;
+    let rows = stmt.query_map([seen_before], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Stamp `last_checked_at` after a health check.

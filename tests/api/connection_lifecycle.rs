@@ -599,6 +599,17 @@ async fn connection_events_page_with_a_cursor() {
         .get_as(&format!("/api/v1/connections/{id}/events"), &app.read_key)
         .await;
     assert_eq!(r.status, 200);
+
+    // A disconnect through the API is on the timeline too.
+    assert_eq!(
+        app.delete(&format!("/api/v1/connections/{id}"))
+            .await
+            .status,
+        200
+    );
+    let last = connection_events(&app, &id).await.pop().expect("event");
+    assert_eq!(last["detail"]["reason"], "disconnected");
+    assert_eq!(last["detail"]["to"], "disconnected");
 }
 
 // ------------------------------------------------------------------ OAuth redirect, webhook URL

@@ -480,3 +480,70 @@ async fn cli_check_runs_a_health_check_now() {
     );
     assert!(!missing.status.success());
 }
+
+#[actix_web::test]
+async fn health_checks_back_off_on_rate_limits() {
+    let plaid = FakePlaid::start().await;
+    let app = app_with(Some(&plaid), None, |c| {
+        c.connections.health_check_interval = Duration::from_secs(1);
+    })
+    .await;
+    let (_, p) = link_plaid(&app, "public-limited").await;
+    let id = s(&p["connection_id"]).to_owned();
+    plaid.fail_with("/item/get", 429, "RATE_LIMIT", None);
+    let linked_calls = plaid.requests_to("/item/get").len();
+    // The first check hits the limit; the checker then waits (a minute)
+    // instead of asking again every second.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            plaid.requests_to("/item/get").len() > linked_calls
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(plaid.requests_to("/item/get").len(), linked_calls + 1);
+    // A rate limit says nothing about the connection.
+    let conn = connection(&app, &id).await;
+    assert_eq!(conn["status"], "active");
+    assert_eq!(conn["last_checked_at"], Value::Null);
+}
+
+#[actix_web::test]
+async fn run_once_checks_every_due_connection() {
+    let plaid = FakePlaid::start().await;
+    let app = app_with(Some(&plaid), None, |c| {
+        c.connections.health_check_interval = Duration::ZERO;
+    })
+    .await;
+    let (_, a) = link_plaid(&app, "public-a").await;
+    let (_, b) = link_plaid(&app, "public-b").await;
+    for item in plaid.item_ids() {
+        plaid.set_item_error(&item, Some("INVALID_CREDENTIALS"));
+    }
+    let mut config = breadbox::config::Config::default();
+    config.database.path = app.db_path.clone();
+    config.plaid = plaid.plaid_config();
+    let bank = breadbox::bank::setup(
+        &config,
+        &app.db,
+        &breadbox::providers::ClientOptions::default(),
+    )
+    .expect("bank");
+    let before = plaid.requests_to("/item/get").len();
+    // Nothing is due yet at a one-hour interval; everything at zero.
+    let n = breadbox::health_check::run_once(&app.db, &bank, Duration::from_secs(3600))
+        .await
+        .expect("run");
+    assert_eq!(n, 0);
+    let n = breadbox::health_check::run_once(&app.db, &bank, Duration::ZERO)
+        .await
+        .expect("run");
+    assert_eq!(n, 2);
+    // One provider call per connection per check.
+    assert_eq!(plaid.requests_to("/item/get").len(), before + 2);
+    for c in [&a, &b] {
+        let conn = connection(&app, s(&c["connection_id"])).await;
+        assert_eq!(conn["status"], "pending_reauth");
+        assert_eq!(conn["error_code"], "INVALID_CREDENTIALS");
+    }
+}
