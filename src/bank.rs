@@ -495,12 +495,33 @@ async fn exchange_teller(
 
 /// Remove an item/enrollment at the provider again (orphan or disconnect).
 async fn remove_at_provider(state: &AppState, p: Provider, access_token: &str, external_id: &str) {
+    remove_with(&state.bank, p, access_token, external_id).await;
+}
+
+/// Tell the provider that a connection whose access was revoked (and whose
+/// credential was just wiped) is gone, so it stops billing for it; best-effort.
+pub async fn forget_revoked(bank: &Bank, conn: &Connection, credential: &Credential) {
+    let Some(p) = Provider::parse(&conn.provider) else {
+        return;
+    };
+    let token = bank
+        .cipher
+        .decrypt(&credential.sealed, conn.id.as_bytes())
+        .ok()
+        .and_then(|t| String::from_utf8(t).ok());
+    match token {
+        Some(token) => remove_with(bank, p, &token, &credential.external_id).await,
+        None => log::warn!("cannot open the credential of revoked {}", conn.id),
+    }
+}
+
+async fn remove_with(bank: &Bank, p: Provider, access_token: &str, external_id: &str) {
     let result = match p {
-        Provider::Plaid => match &state.bank.providers.plaid {
+        Provider::Plaid => match &bank.providers.plaid {
             Some(c) => c.remove_item(access_token).await,
             None => return,
         },
-        Provider::Teller => match &state.bank.providers.teller {
+        Provider::Teller => match &bank.providers.teller {
             Some(c) => c.delete_enrollment(access_token, external_id).await,
             None => return,
         },

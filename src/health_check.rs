@@ -99,16 +99,25 @@ pub async fn check_connection(
     let now = time::now();
     match signals {
         Ok(signals) => {
-            let after = db
+            let (after, wiped) = db
                 .write_async(move |tx| {
                     connections::mark_checked(tx, &id, now)?;
+                    let mut wiped = None;
                     for s in &signals {
-                        connections::apply_health(tx, &id, s, "health_check", now, emit)?;
+                        if let Some(c) =
+                            connections::apply_health(tx, &id, s, "health_check", now, emit)?
+                        {
+                            wiped = wiped.or(c.wiped);
+                        }
                     }
-                    connections::get(tx, &EntityRef::Uuid(id.clone()))
+                    Ok((connections::get(tx, &EntityRef::Uuid(id.clone()))?, wiped))
                 })
                 .await?;
-            after.ok_or(CheckError::NotFound)
+            let after = after.ok_or(CheckError::NotFound)?;
+            if let Some(cred) = wiped {
+                crate::bank::forget_revoked(bank, &after, &cred).await;
+            }
+            Ok(after)
         }
         Err(CheckError::RateLimited) => Err(CheckError::RateLimited),
         Err(e) => {
@@ -152,10 +161,14 @@ async fn plaid_signals(bank: &Bank, token: &str) -> Result<Vec<Signal>, CheckErr
         ),
         _ => Signal::Repaired,
     }];
+    // Like Plaid's PENDING_EXPIRATION webhook: only an end within the notice
+    // window is news (EU Items carry a consent end months ahead from day one).
+    let now = time::now();
     if let Some(at) = item
         .consent_expiration_time
         .as_deref()
         .and_then(crate::provider_webhooks::parse_time)
+        .filter(|at| *at - now <= crate::provider_webhooks::EXPIRY_NOTICE_SECS)
     {
         out.push(Signal::Expiring { at });
     }

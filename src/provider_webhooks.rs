@@ -38,9 +38,10 @@ const KEY_FETCHES_PER_MINUTE: u32 = 10;
 /// Largest accepted webhook body.
 const MAX_BODY: usize = 256 * 1024;
 
-/// When a provider announces an end of access without a date: 7 days (the
-/// notice Plaid gives for `PENDING_EXPIRATION`/`PENDING_DISCONNECT`).
-const DEFAULT_NOTICE_SECS: i64 = 7 * 24 * 60 * 60;
+/// The notice Plaid gives before consent ends (`PENDING_EXPIRATION`,
+/// `PENDING_DISCONNECT`): 7 days, in seconds. Used when a notice has no date,
+/// and by health checks to decide that a consent end is near enough to report.
+pub const EXPIRY_NOTICE_SECS: i64 = 7 * 24 * 60 * 60;
 
 /// Register `POST /webhooks/plaid` and `POST /webhooks/teller`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -111,7 +112,7 @@ pub fn plaid_signal(hook: &PlaidHook, now: Timestamp) -> Option<Signal> {
     let when = |t: &Option<String>| {
         t.as_deref()
             .and_then(parse_time)
-            .unwrap_or(now + DEFAULT_NOTICE_SECS)
+            .unwrap_or(now + EXPIRY_NOTICE_SECS)
     };
     Some(match hook.webhook_code.as_str() {
         "ERROR" => {
@@ -260,7 +261,7 @@ async fn post_plaid(
 /// Record the receipt and apply the signal to the connection holding
 /// `external_id`, in one transaction.
 async fn apply(
-    state: &AppState,
+    state: &web::Data<AppState>,
     provider: &'static str,
     receipt: String,
     external_id: String,
@@ -282,7 +283,8 @@ async fn apply(
         })
         .await;
     match done {
-        Ok(Some(conn)) => {
+        Ok(Some(changed)) => {
+            let conn = changed.connection;
             log::info!(
                 "connection {} is now {} ({provider} webhook)",
                 conn.id,
@@ -290,6 +292,12 @@ async fn apply(
             );
             if let Some(w) = &state.webhooks {
                 w.wake();
+            }
+            if let Some(cred) = changed.wiped {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    crate::bank::forget_revoked(&state.bank, &conn, &cred).await;
+                });
             }
             ok()
         }
@@ -450,7 +458,7 @@ mod tests {
         assert_eq!(
             plaid_signal(&hook("PENDING_DISCONNECT", None), 10),
             Some(Signal::Expiring {
-                at: 10 + DEFAULT_NOTICE_SECS
+                at: 10 + EXPIRY_NOTICE_SECS
             })
         );
         assert_eq!(

@@ -242,6 +242,15 @@ pub fn relinked(
     Ok(true)
 }
 
+/// A health change that was applied.
+#[derive(Debug)]
+pub struct HealthChanged {
+    /// The connection afterwards.
+    pub connection: Connection,
+    /// The credential wiped by a revocation (to tell the provider), if any.
+    pub wiped: Option<Credential>,
+}
+
 /// Apply provider news to a connection as one compare-and-set on its health
 /// fields, recording the change on its timeline and queueing
 /// `connection.status_changed` (and, the first time an end of access is
@@ -254,7 +263,7 @@ pub fn apply_health(
     source: &str,
     now: Timestamp,
     emit: Emit,
-) -> DbResult<Option<Connection>> {
+) -> DbResult<Option<HealthChanged>> {
     let Some(conn) = get(tx, &EntityRef::Uuid(id.to_owned()))? else {
         return Ok(None);
     };
@@ -263,6 +272,11 @@ pub fn apply_health(
         return Ok(None);
     };
     let h = &out.health;
+    let wiped = if h.status == ConnectionStatus::Disconnected {
+        credential(tx, id)?
+    } else {
+        None
+    };
     let changed = tx
         .prepare_cached(
             "UPDATE connections SET status = ?2, error_code = ?3, error_message = ?4,
@@ -314,7 +328,10 @@ pub fn apply_health(
             outbox::enqueue(tx, "connection.access_expiring", &data, now)?;
         }
     }
-    Ok(Some(conn))
+    Ok(Some(HealthChanged {
+        connection: conn,
+        wiped,
+    }))
 }
 
 /// The member's active connection at the same institution sharing an

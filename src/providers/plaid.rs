@@ -460,6 +460,40 @@ mod tests {
     }
 
     #[test]
+    fn retryable_or_final() {
+        let e = |status: u16, code: &str| ProviderError::Api {
+            status,
+            code: code.into(),
+            message: String::new(),
+            display_message: None,
+        };
+        for code in [
+            "INVALID_API_KEYS",
+            "INSTITUTION_NOT_SUPPORTED",
+            "PRODUCTS_NOT_SUPPORTED",
+            "INVALID_FIELD",
+        ] {
+            assert!(!is_retryable(&e(400, code)), "{code}");
+        }
+        for code in [
+            "INTERNAL_SERVER_ERROR",
+            "INVALID_PUBLIC_TOKEN",
+            "RATE_LIMIT",
+        ] {
+            assert!(is_retryable(&e(500, code)), "{code}");
+        }
+        assert!(is_retryable(&ProviderError::Timeout));
+        assert!(matches!(
+            error_signal("ITEM_LOGIN_REQUIRED", ""),
+            crate::domain::connection::Signal::ReauthRequired { .. }
+        ));
+        assert!(matches!(
+            error_signal("USER_PERMISSION_REVOKED", ""),
+            crate::domain::connection::Signal::Revoked { .. }
+        ));
+    }
+
+    #[test]
     fn api_error_without_body() {
         let e = api_error(502, b"<html>bad gateway</html>", &[]);
         assert!(

@@ -319,6 +319,31 @@ mod tests {
     }
 
     #[test]
+    fn retryable_or_final() {
+        let e = |status: u16, code: &str, message: &str| ProviderError::Api {
+            status,
+            code: code.into(),
+            message: message.into(),
+            display_message: None,
+        };
+        assert!(!is_retryable(&e(401, "unauthorized", "")));
+        assert!(!is_retryable(&e(400, "bad_request", "Missing certificate")));
+        assert!(!is_retryable(&e(
+            403,
+            "forbidden",
+            "application not allowed"
+        )));
+        assert!(is_retryable(&e(403, "enrollment.disconnected", "")));
+        assert!(is_retryable(&e(502, "bank_error", "")));
+        assert!(needs_reauth(&e(
+            404,
+            "enrollment.disconnected.account_locked",
+            ""
+        )));
+        assert!(!needs_reauth(&e(404, "not_found", "")));
+    }
+
+    #[test]
     fn development_without_certificate_is_an_error() {
         let cfg = TellerConfig {
             application_id: Some("app_x".into()),

@@ -247,7 +247,14 @@ async fn expiring_new_accounts_and_revoked() {
     let conn = connection(&app, &id).await;
     assert_eq!(conn["status"], "disconnected");
     assert_eq!(conn["error_code"], "USER_PERMISSION_REVOKED");
-    // The credential is wiped; a relink is refused.
+    // Plaid is told to stop billing for it, and the credential is wiped; a
+    // relink is refused.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            plaid.requests_to("/item/remove").len() == 1
+        })
+        .await
+    );
     let r = app
         .post(&format!("/api/v1/connections/{id}/relink"), &json!({}))
         .await;
@@ -437,7 +444,9 @@ async fn cli_check_runs_a_health_check_now() {
     let plaid = FakePlaid::start().await;
     let (app, id, item) = plaid_app_with_item(&plaid).await;
     plaid.set_item_error(&item, Some("ITEM_LOCKED"));
-    plaid.set_consent_expiration(&item, Some("2031-05-06T07:08:09Z"));
+    // A consent end within Plaid's 7-day notice is news; one months ahead is not.
+    let soon = breadbox::domain::time::rfc3339(now() + 3 * 24 * 60 * 60);
+    plaid.set_consent_expiration(&item, Some(&soon));
     let db = app.db_path.to_str().expect("path").to_owned();
     let base = plaid.base_url();
     let env = [
@@ -457,7 +466,7 @@ async fn cli_check_runs_a_health_check_now() {
     let conn: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(conn["status"], "pending_reauth");
     assert_eq!(conn["error_code"], "ITEM_LOCKED");
-    assert_eq!(conn["access_expires_at"], "2031-05-06T07:08:09Z");
+    assert_eq!(conn["access_expires_at"], soon.as_str());
     assert!(conn["last_checked_at"].is_string());
     // The server sees the same, with the events.
     assert_eq!(connection(&app, &id).await["status"], "pending_reauth");
@@ -519,6 +528,7 @@ async fn run_once_checks_every_due_connection() {
     let (_, b) = link_plaid(&app, "public-b").await;
     for item in plaid.item_ids() {
         plaid.set_item_error(&item, Some("INVALID_CREDENTIALS"));
+        plaid.set_consent_expiration(&item, Some("2035-01-01T00:00:00Z"));
     }
     let mut config = breadbox::config::Config::default();
     config.database.path = app.db_path.clone();
@@ -545,5 +555,7 @@ async fn run_once_checks_every_due_connection() {
         let conn = connection(&app, s(&c["connection_id"])).await;
         assert_eq!(conn["status"], "pending_reauth");
         assert_eq!(conn["error_code"], "INVALID_CREDENTIALS");
+        // A consent end years ahead is not an expiry notice.
+        assert_eq!(conn["access_expires_at"], Value::Null);
     }
 }
