@@ -90,7 +90,8 @@ pub fn configure_oauth_return(cfg: &mut web::ServiceConfig, path: &str) {
     cfg.service(
         web::resource(path)
             .wrap(security_headers())
-            .route(web::get().to(oauth_return_page)),
+            .route(web::get().to(oauth_return_page))
+            .route(web::head().to(oauth_return_page)),
     );
 }
 

@@ -667,6 +667,12 @@ async fn link_tokens_carry_redirect_uri_and_webhook_url() {
         .contains("frame-ancestors 'none'"));
     let link_page = app.page_get(&format!("/link/{rt}")).await;
     assert_eq!(page.text, link_page.text);
+    let head = app
+        .request(reqwest::Method::HEAD, "/bb/oauth-return")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.status(), 200);
 
     // Without redirect_uri nothing is sent and there is no such page.
     let plain = app_with(Some(&plaid), None, |_| {}).await;
