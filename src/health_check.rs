@@ -223,6 +223,10 @@ pub fn spawn(state: Arc<AppState>) {
         log::info!("pulled connection health checks are off");
         return;
     }
+    log::info!(
+        "pulled connection health checks: each connection every {}s, one at a time",
+        interval.as_secs()
+    );
     tokio::spawn(async move {
         let mut backoff = Duration::ZERO;
         loop {

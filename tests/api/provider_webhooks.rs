@@ -424,7 +424,7 @@ async fn health_polling_flips_connections_without_webhooks() {
 }
 
 #[actix_web::test]
-async fn checks_are_off_at_zero_and_spread_at_the_default() {
+async fn no_checks_at_zero_nor_before_the_default_interval() {
     let plaid = FakePlaid::start().await;
     let off = app_with(Some(&plaid), None, |c| {
         c.connections.health_check_interval = Duration::ZERO;
