@@ -11,9 +11,10 @@ use crate::config::Config;
 use crate::crypto::{self, Cipher};
 use crate::db::connections::{self, Credential, NewConnection};
 use crate::db::link_sessions::{self as store, Change};
-use crate::db::{events, meta, Db};
-use crate::domain::connection::Connection;
+use crate::db::{events, meta, outbox, Db};
+use crate::domain::connection::{Account, Connection};
 use crate::domain::ids::new_uuid;
+use crate::domain::ids::EntityRef;
 use crate::domain::link_session::{Action, LinkSession, Provider, Transition};
 use crate::domain::time;
 use crate::error::ApiError;
@@ -27,6 +28,13 @@ pub struct Bank {
     pub providers: Providers,
     /// Seals access tokens at rest.
     pub cipher: Cipher,
+    /// Plaid webhook verification keys by `kid`, with when they were fetched.
+    pub plaid_keys: std::sync::Mutex<
+        std::collections::HashMap<String, (crate::providers::plaid::VerificationKey, i64)>,
+    >,
+    /// Key look-ups at Plaid in the current minute: (minute start, count), so
+    /// webhooks naming made-up `kid`s cannot make us call Plaid without end.
+    pub plaid_key_fetches: std::sync::Mutex<(i64, u32)>,
 }
 
 impl Bank {
@@ -79,14 +87,83 @@ pub fn setup(config: &Config, db: &Db, opts: &ClientOptions) -> Result<Bank, Str
                 .to_owned()
         })
     })?;
-    let providers =
-        Providers::with_options(&config.plaid, &config.teller, opts).map_err(|e| e.to_string())?;
-    Ok(Bank { providers, cipher })
+    let providers = Providers::with_options(&plaid_effective(config), &config.teller, opts)
+        .map_err(|e| e.to_string())?;
+    Ok(Bank {
+        providers,
+        cipher,
+        plaid_keys: std::sync::Mutex::default(),
+        plaid_key_fetches: std::sync::Mutex::default(),
+    })
 }
 
-fn provider_failed(provider: Provider, e: &ProviderError) -> ApiError {
-    log::warn!("{} call failed: {e}", provider.as_str());
-    ApiError::Provider(e.public_message())
+/// Whether trying again may fix a failed call to `p`.
+pub fn retryable(p: Provider, e: &ProviderError) -> bool {
+    match p {
+        Provider::Plaid => crate::providers::plaid::is_retryable(e),
+        Provider::Teller => crate::providers::teller::is_retryable(e),
+    }
+}
+
+/// A provider call failed during a session: record `provider.error` on its
+/// timeline (detail: provider, code, retryable), queue the
+/// `link_session.provider_error` webhook when retrying cannot help, and
+/// answer the 502 the page shows. The session itself is not failed.
+pub async fn provider_error(
+    state: &AppState,
+    session_id: &str,
+    p: Provider,
+    e: &ProviderError,
+) -> ApiError {
+    let retry = retryable(p, e);
+    log::warn!(
+        "{} call failed ({}): {e}",
+        p.as_str(),
+        if retry { "retryable" } else { "final" }
+    );
+    let detail = json!({"provider": p.as_str(), "code": e.code(), "retryable": retry});
+    let id = session_id.to_owned();
+    let emit = state.db.emit();
+    let recorded = state
+        .db
+        .write_async(move |tx| {
+            let now = time::now();
+            events::insert(tx, &id, "provider.error", now, &detail)?;
+            if !retry && emit.webhooks {
+                if let Some(s) = store::get(tx, &EntityRef::Uuid(id.clone()))? {
+                    let mut data = serde_json::to_value(s.at(now))
+                        .map_err(|e| crate::db::DbError::Corrupt(e.to_string()))?;
+                    data["provider_error"] = detail;
+                    outbox::enqueue(tx, "link_session.provider_error", &data, now)?;
+                }
+            }
+            Ok(())
+        })
+        .await;
+    if let Err(db) = recorded {
+        log::error!("could not record a provider error: {db}");
+    }
+    if let Some(w) = &state.webhooks {
+        w.wake();
+    }
+    if retry {
+        ApiError::Provider(e.public_message())
+    } else {
+        ApiError::ProviderFinal(e.public_message_final())
+    }
+}
+
+/// `[plaid]` as the client uses it: without a `webhook_url`, link tokens
+/// carry `<public_url>/webhooks/plaid` when `public_url` is set.
+pub fn plaid_effective(config: &Config) -> crate::config::PlaidConfig {
+    let mut plaid = config.plaid.clone();
+    if plaid.webhook_url.is_none() {
+        plaid.webhook_url = config
+            .server
+            .public_base()
+            .and_then(|base| url::Url::parse(&format!("{base}/webhooks/plaid")).ok());
+    }
+    plaid
 }
 
 fn not_configured(p: Provider) -> ApiError {
@@ -113,7 +190,7 @@ pub fn check_provider(
 }
 
 /// The plaintext access token of a connection.
-fn open_credential(
+pub(crate) fn open_credential(
     state: &AppState,
     connection_id: &str,
     c: &Credential,
@@ -165,10 +242,13 @@ pub async fn start(
             } else {
                 None
             };
-            let token = client
+            let token = match client
                 .create_link_token(&session.user_id, access.as_deref())
                 .await
-                .map_err(|e| provider_failed(p, &e))?;
+            {
+                Ok(t) => t,
+                Err(e) => return Err(provider_error(state, &session.id, p, &e).await),
+            };
             json!({"link_token": token.link_token, "expiration": token.expiration})
         }
         Provider::Teller => {
@@ -212,9 +292,37 @@ struct PlaidResult {
     institution_id: Option<String>,
     #[serde(default)]
     institution_name: Option<String>,
-    /// Informational only: accounts are the provider's word, not the browser's.
-    #[serde(default, rename = "accounts")]
-    _accounts: Option<serde::de::IgnoredAny>,
+    /// The widget's account list: only used to spot a duplicate before
+    /// exchanging; the stored accounts are the provider's word.
+    #[serde(default)]
+    accounts: Option<Vec<WidgetAccount>>,
+}
+
+/// An account as Plaid Link's `onSuccess` metadata lists it.
+#[derive(Deserialize)]
+struct WidgetAccount {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    mask: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    subtype: Option<String>,
+}
+
+impl WidgetAccount {
+    fn into_account(self) -> Account {
+        Account {
+            id: self.id.unwrap_or_default(),
+            name: self.name.unwrap_or_default(),
+            mask: self.mask,
+            kind: self.kind.unwrap_or_default(),
+            subtype: self.subtype,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -259,82 +367,161 @@ struct Exchanged {
     external_id: String,
     institution_id: String,
     institution_name: String,
+    accounts: Vec<Account>,
 }
 
-async fn exchange(
+/// What the exchange step found.
+enum Exchange {
+    /// A new connection to record.
+    New(Exchanged),
+    /// The member already has this bank (Plaid: seen before exchanging).
+    Duplicate(Connection),
+}
+
+/// Plaid: the exchange, then the Item's institution and accounts. Anything
+/// exchanged whose follow-up calls fail is removed at Plaid again.
+async fn exchange_plaid(
     state: &AppState,
-    p: Provider,
+    session: &LinkSession,
     credentials: Value,
-) -> Result<Exchanged, ApiError> {
-    match p {
-        Provider::Plaid => {
-            let r: PlaidResult = parse_credentials(credentials)?;
-            check_credential_len("public_token", &r.public_token)?;
-            let client = state.bank.plaid()?;
-            let ex = client
-                .exchange_public_token(&r.public_token)
-                .await
-                .map_err(|e| provider_failed(p, &e))?;
-            // The browser's metadata may lack the institution; ask Plaid, and
-            // fall back to what the widget said if that fails.
-            let item = client.get_item(&ex.access_token).await.ok();
-            let pick = |server: Option<String>, browser: Option<String>| {
-                server
-                    .filter(|s| !s.is_empty())
-                    .or(browser)
-                    .unwrap_or_default()
-            };
-            Ok(Exchanged {
-                provider: p,
-                institution_id: pick(
-                    item.as_ref().and_then(|i| i.institution_id.clone()),
-                    r.institution_id,
-                ),
-                institution_name: pick(item.and_then(|i| i.institution_name), r.institution_name),
-                access_token: ex.access_token,
-                external_id: ex.item_id,
-            })
-        }
-        Provider::Teller => {
-            let r: TellerResult = parse_credentials(credentials)?;
-            check_credential_len("access_token", &r.access_token)?;
-            check_credential_len("enrollment_id", &r.enrollment_id)?;
-            let client = state.bank.teller()?;
-            // Never trust the browser: the token must list accounts of this enrollment.
-            let accounts = client
-                .list_accounts(&r.access_token)
-                .await
-                .map_err(|e| provider_failed(p, &e))?;
-            let Some(first) = accounts.iter().find(|a| a.enrollment_id == r.enrollment_id) else {
-                return Err(ApiError::Provider(
-                    "Teller did not confirm this bank connection; please try again".into(),
-                ));
-            };
-            Ok(Exchanged {
-                provider: p,
-                institution_id: Some(first.institution.id.clone())
-                    .filter(|i| !i.is_empty())
-                    .or(r.institution_id)
-                    .unwrap_or_default(),
-                institution_name: Some(first.institution.name.clone())
-                    .filter(|n| !n.is_empty())
-                    .or(r.institution_name)
-                    .unwrap_or_default(),
-                access_token: r.access_token,
-                external_id: r.enrollment_id,
-            })
-        }
+) -> Result<Exchange, ApiError> {
+    let p = Provider::Plaid;
+    let r: PlaidResult = parse_credentials(credentials)?;
+    check_credential_len("public_token", &r.public_token)?;
+    let client = state.bank.plaid()?;
+    // A duplicate is spotted from the widget's metadata before anything is
+    // exchanged (§10): the public token is then simply never used.
+    let widget_accounts: Vec<Account> = r
+        .accounts
+        .unwrap_or_default()
+        .into_iter()
+        .map(WidgetAccount::into_account)
+        .collect();
+    let (user, inst_id, inst_name) = (
+        session.user_id.clone(),
+        r.institution_id.clone().unwrap_or_default(),
+        r.institution_name.clone().unwrap_or_default(),
+    );
+    let existing = state
+        .db
+        .read_async(move |c| {
+            connections::find_duplicate(
+                c,
+                &user,
+                "plaid",
+                &inst_id,
+                &inst_name,
+                &widget_accounts,
+                None,
+            )
+        })
+        .await?;
+    if let Some(existing) = existing {
+        return Ok(Exchange::Duplicate(existing));
     }
+    let ex = match client.exchange_public_token(&r.public_token).await {
+        Ok(ex) => ex,
+        Err(e) => return Err(provider_error(state, &session.id, p, &e).await),
+    };
+    let accounts = match client.get_accounts(&ex.access_token).await {
+        Ok(a) => a,
+        Err(e) => {
+            remove_at_provider(state, p, &ex.access_token, &ex.item_id).await;
+            return Err(provider_error(state, &session.id, p, &e).await);
+        }
+    };
+    // The browser's metadata may lack the institution; ask Plaid, and
+    // fall back to what the widget said if that fails.
+    let item = client.get_item(&ex.access_token).await.ok();
+    let pick = |server: Option<String>, browser: Option<String>| {
+        server
+            .filter(|s| !s.is_empty())
+            .or(browser)
+            .unwrap_or_default()
+    };
+    Ok(Exchange::New(Exchanged {
+        provider: p,
+        institution_id: pick(
+            item.as_ref().and_then(|i| i.institution_id.clone()),
+            r.institution_id,
+        ),
+        institution_name: pick(item.and_then(|i| i.institution_name), r.institution_name),
+        access_token: ex.access_token,
+        external_id: ex.item_id,
+        accounts,
+    }))
+}
+
+/// Teller: the browser's token must list accounts of its enrollment.
+async fn exchange_teller(
+    state: &AppState,
+    session: &LinkSession,
+    credentials: Value,
+) -> Result<Exchange, ApiError> {
+    let p = Provider::Teller;
+    let r: TellerResult = parse_credentials(credentials)?;
+    check_credential_len("access_token", &r.access_token)?;
+    check_credential_len("enrollment_id", &r.enrollment_id)?;
+    let client = state.bank.teller()?;
+    // Never trust the browser: the token must list accounts of this enrollment.
+    let listed = match client.list_accounts(&r.access_token).await {
+        Ok(a) => a,
+        Err(e) => return Err(provider_error(state, &session.id, p, &e).await),
+    };
+    let mine: Vec<_> = listed
+        .iter()
+        .filter(|a| a.enrollment_id == r.enrollment_id)
+        .collect();
+    let Some(first) = mine.first() else {
+        return Err(ApiError::Provider(
+            "Teller did not confirm this bank connection; please try again".into(),
+        ));
+    };
+    Ok(Exchange::New(Exchanged {
+        provider: p,
+        institution_id: Some(first.institution.id.clone())
+            .filter(|i| !i.is_empty())
+            .or(r.institution_id)
+            .unwrap_or_default(),
+        institution_name: Some(first.institution.name.clone())
+            .filter(|n| !n.is_empty())
+            .or(r.institution_name)
+            .unwrap_or_default(),
+        accounts: mine.iter().map(|a| a.to_domain()).collect(),
+        access_token: r.access_token,
+        external_id: r.enrollment_id,
+    }))
 }
 
 /// Remove an item/enrollment at the provider again (orphan or disconnect).
 async fn remove_at_provider(state: &AppState, p: Provider, access_token: &str, external_id: &str) {
+    remove_with(&state.bank, p, access_token, external_id).await;
+}
+
+/// Tell the provider that a connection whose access was revoked (and whose
+/// credential was just wiped) is gone, so it stops billing for it; best-effort.
+pub async fn forget_revoked(bank: &Bank, conn: &Connection, credential: &Credential) {
+    let Some(p) = Provider::parse(&conn.provider) else {
+        return;
+    };
+    let token = bank
+        .cipher
+        .decrypt(&credential.sealed, conn.id.as_bytes())
+        .ok()
+        .and_then(|t| String::from_utf8(t).ok());
+    match token {
+        Some(token) => remove_with(bank, p, &token, &credential.external_id).await,
+        None => log::warn!("cannot open the credential of revoked {}", conn.id),
+    }
+}
+
+async fn remove_with(bank: &Bank, p: Provider, access_token: &str, external_id: &str) {
     let result = match p {
-        Provider::Plaid => match &state.bank.providers.plaid {
+        Provider::Plaid => match &bank.providers.plaid {
             Some(c) => c.remove_item(access_token).await,
             None => return,
         },
-        Provider::Teller => match &state.bank.providers.teller {
+        Provider::Teller => match &bank.providers.teller {
             Some(c) => c.delete_enrollment(access_token, external_id).await,
             None => return,
         },
@@ -348,7 +535,7 @@ async fn remove_at_provider(state: &AppState, p: Provider, access_token: &str, e
     }
 }
 
-/// What `POST /_link/{token}/connections` answers.
+/// A connection recorded on the session.
 #[derive(Debug)]
 pub struct Added {
     /// The stored connection.
@@ -357,13 +544,38 @@ pub struct Added {
     pub session: LinkSession,
 }
 
+/// The member already has this bank: nothing new was stored.
+#[derive(Debug)]
+pub struct Duplicate {
+    /// The existing connection.
+    pub connection: Connection,
+    /// The session's status now.
+    pub session_status: crate::domain::link_session::Status,
+}
+
+/// What `POST /_link/{token}/connections` answers.
+#[derive(Debug)]
+pub enum AddOutcome {
+    /// 201: stored and recorded on the session.
+    Added(Box<Added>),
+    /// 200 `{"duplicate": true, …}` (§10).
+    Duplicate(Box<Duplicate>),
+}
+
+/// Why the recording transaction refused.
+enum NotRecorded {
+    Refused(ApiError),
+    Duplicate(Box<Connection>),
+}
+
 /// Exchange the widget's result and record the connection on the session,
 /// atomically; anything exchanged but not recorded is removed at the provider.
+/// A bank the member already has is not stored again (§10).
 pub async fn add_connection(
     state: &AppState,
     session: &LinkSession,
     body: AddConnection,
-) -> Result<Added, ApiError> {
+) -> Result<AddOutcome, ApiError> {
     let p = Provider::parse(&body.provider).ok_or_else(|| {
         ApiError::Validation(format!(
             "provider: must be \"plaid\" or \"teller\", got {:?}",
@@ -382,7 +594,14 @@ pub async fn add_connection(
             session.status.as_str()
         )));
     }
-    let ex = exchange(state, p, body.credentials).await?;
+    let ex = match p {
+        Provider::Plaid => exchange_plaid(state, session, body.credentials).await?,
+        Provider::Teller => exchange_teller(state, session, body.credentials).await?,
+    };
+    let ex = match ex {
+        Exchange::New(ex) => ex,
+        Exchange::Duplicate(existing) => return record_duplicate(state, session, existing).await,
+    };
     let id = new_uuid();
     let new = NewConnection {
         credential: Credential {
@@ -397,6 +616,7 @@ pub async fn add_connection(
         provider: p.as_str(),
         institution_id: ex.institution_id.clone(),
         institution_name: ex.institution_name.clone(),
+        accounts: ex.accounts.clone(),
     };
     let session_id = session.id.clone();
     let single_use = session.single_use;
@@ -424,20 +644,33 @@ pub async fn add_connection(
                 emit,
             )? {
                 Ok(s) => s,
-                Err(refusal) => return Ok(Err(ApiError::from_refusal(refusal))),
+                Err(refusal) => {
+                    return Ok(Err(NotRecorded::Refused(ApiError::from_refusal(refusal))))
+                }
             };
-            // The same Teller enrollment twice (a double submit) is one connection.
-            if connections::live_with_external_id(
+            // Compare-and-set against racing duplicates: the same enrollment
+            // posted twice, or the same bank linked twice at once. The first
+            // committed wins; this one rolls back.
+            let same = connections::live_with_external_id(
                 tx,
                 conn.provider.as_str(),
                 &new.credential.external_id,
                 Some(&conn.id),
-            )?
-            .is_some()
-            {
-                return Ok(Err(ApiError::InvalidState(
-                    "this bank is already connected".into(),
-                )));
+            )?;
+            let existing = match same {
+                Some(other) => connections::get(tx, &EntityRef::Uuid(other))?,
+                None => connections::find_duplicate(
+                    tx,
+                    &new.user_id,
+                    new.provider,
+                    &new.institution_id,
+                    &new.institution_name,
+                    &new.accounts,
+                    Some(&conn.id),
+                )?,
+            };
+            if let Some(existing) = existing {
+                return Ok(Err(NotRecorded::Duplicate(Box::new(existing))));
             }
             Ok(Ok(Added {
                 connection: conn,
@@ -448,10 +681,10 @@ pub async fn add_connection(
     let failure = match recorded {
         Ok(Ok(added)) => {
             state.changed(&added.session.id);
-            return Ok(added);
+            return Ok(AddOutcome::Added(Box::new(added)));
         }
         Ok(Err(e)) => e,
-        Err(e) => e.into(),
+        Err(e) => NotRecorded::Refused(e.into()),
     };
     // Not recorded: remove what was exchanged at the provider, unless a stored
     // connection holds it (a Teller enrollment posted twice).
@@ -464,7 +697,34 @@ pub async fn add_connection(
     if !held {
         remove_at_provider(state, ex.provider, &ex.access_token, &ex.external_id).await;
     }
-    Err(failure)
+    match failure {
+        NotRecorded::Refused(e) => Err(e),
+        NotRecorded::Duplicate(existing) => record_duplicate(state, session, *existing).await,
+    }
+}
+
+/// Record `connection.duplicate` on the session's timeline and answer with
+/// the existing connection.
+async fn record_duplicate(
+    state: &AppState,
+    session: &LinkSession,
+    existing: Connection,
+) -> Result<AddOutcome, ApiError> {
+    let id = session.id.clone();
+    let detail =
+        json!({"connection_id": existing.id, "institution_name": existing.institution_name});
+    let current = state
+        .db
+        .write_async(move |tx| {
+            let now = time::now();
+            events::insert(tx, &id, "connection.duplicate", now, &detail)?;
+            store::get(tx, &EntityRef::Uuid(id.clone())).map(|s| s.map(|s| s.status_at(now)))
+        })
+        .await?;
+    Ok(AddOutcome::Duplicate(Box::new(Duplicate {
+        connection: existing,
+        session_status: current.unwrap_or(session.status),
+    })))
 }
 
 /// `POST /_link/{token}/reauth-complete`: the relinked connection works again.
@@ -478,13 +738,14 @@ pub async fn reauth_complete(state: &AppState, session: &LinkSession) -> Result<
         .connection_id
         .clone()
         .ok_or_else(|| ApiError::InvalidState("this link has no connection to reconnect".into()))?;
+    let accounts = refresh_accounts(state, session, &conn_id).await;
     let session_id = session.id.clone();
     let emit = state.db.emit();
     let s = state
         .db
         .write_checked_async(move |tx| {
             let now = time::now();
-            if !connections::reactivate(tx, &conn_id, now)? {
+            if !connections::relinked(tx, &conn_id, accounts.as_deref(), now, emit)? {
                 return Ok(Err(ApiError::ConnectionDisconnected));
             }
             let mut detail = serde_json::Map::new();
@@ -508,6 +769,55 @@ pub async fn reauth_complete(state: &AppState, session: &LinkSession) -> Result<
         .await??;
     state.changed(&s.id);
     Ok(())
+}
+
+/// The relinked connection's accounts, fresh from the provider; `None`
+/// (keep the stored ones) when that fails, recorded as `provider.error`.
+async fn refresh_accounts(
+    state: &AppState,
+    session: &LinkSession,
+    conn_id: &str,
+) -> Option<Vec<Account>> {
+    let lookup = conn_id.to_owned();
+    let cred = state
+        .db
+        .read_async(move |c| connections::credential(c, &lookup))
+        .await
+        .ok()??;
+    let token = open_credential(state, conn_id, &cred).ok()?;
+    let p = session.provider?;
+    let result = match p {
+        Provider::Plaid => {
+            state
+                .bank
+                .providers
+                .plaid
+                .as_ref()?
+                .get_accounts(&token)
+                .await
+        }
+        Provider::Teller => state
+            .bank
+            .providers
+            .teller
+            .as_ref()?
+            .list_accounts(&token)
+            .await
+            .map(|all| {
+                all.iter()
+                    .filter(|a| a.enrollment_id == cred.external_id)
+                    .map(|a| a.to_domain())
+                    .collect()
+            }),
+    };
+    match result {
+        Ok(a) => Some(a),
+        Err(e) => {
+            // The relink itself succeeded in the widget; only the refresh failed.
+            let _ = provider_error(state, &session.id, p, &e).await;
+            None
+        }
+    }
 }
 
 /// Tell the provider, best-effort and in the background, that a connection

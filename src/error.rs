@@ -57,7 +57,11 @@ pub enum ApiError {
     /// 429: the session holds the most widget events it may (no retry helps).
     TooManyEvents(u32),
     /// 502: the provider failed; its display message when it has one.
+    /// Trying again may help (`"retryable": true`).
     Provider(String),
+    /// 502: the provider refused in a way trying again cannot fix (our own
+    /// credentials, an unsupported institution or product): `"retryable": false`.
+    ProviderFinal(String),
     /// 500: the detail is logged, never sent.
     Internal(String),
 }
@@ -89,7 +93,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::RateLimited(_) => "RATE_LIMITED",
             ApiError::TooManyEvents(_) => "TOO_MANY_EVENTS",
-            ApiError::Provider(_) => "PROVIDER_ERROR",
+            ApiError::Provider(_) | ApiError::ProviderFinal(_) => "PROVIDER_ERROR",
             ApiError::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -102,7 +106,8 @@ impl ApiError {
             | ApiError::Forbidden(m)
             | ApiError::InvalidState(m)
             | ApiError::LimitReached(m)
-            | ApiError::Provider(m) => m.clone(),
+            | ApiError::Provider(m)
+            | ApiError::ProviderFinal(m) => m.clone(),
             ApiError::ProviderNotConfigured(p) => {
                 format!("provider {p} is not configured on this server")
             }
@@ -186,7 +191,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) | ApiError::TooManyEvents(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Provider(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Provider(_) | ApiError::ProviderFinal(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -205,7 +210,14 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        res.json(json!({"error": {"code": self.code(), "message": self.message()}}))
+        match self {
+            ApiError::Provider(_) | ApiError::ProviderFinal(_) => res.json(json!({"error": {
+                "code": self.code(),
+                "message": self.message(),
+                "retryable": matches!(self, ApiError::Provider(_)),
+            }})),
+            _ => res.json(json!({"error": {"code": self.code(), "message": self.message()}})),
+        }
     }
 }
 

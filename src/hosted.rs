@@ -84,6 +84,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// Serve the link page at the path of `[plaid] redirect_uri`: Plaid sends
+/// the person back there after an OAuth bank, and the page resumes the
+/// session it kept in the browser (same headers as `/link`).
+pub fn configure_oauth_return(cfg: &mut web::ServiceConfig, path: &str) {
+    cfg.service(
+        web::resource(path)
+            .wrap(security_headers())
+            .route(web::get().to(oauth_return_page))
+            .route(web::head().to(oauth_return_page)),
+    );
+}
+
+async fn oauth_return_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(PAGE_HTML)
+}
+
 async fn asset(body: &'static str, content_type: &'static str) -> HttpResponse {
     HttpResponse::Ok().content_type(content_type).body(body)
 }
@@ -365,13 +383,24 @@ async fn post_connection(
 ) -> Result<HttpResponse, ApiError> {
     let session = gate(&state, &req, &path).await?;
     let add: crate::bank::AddConnection = required_json(&req, payload).await?;
-    let added = crate::bank::add_connection(&state, &session, add).await?;
-    Ok(HttpResponse::Created().json(json!({
-        "connection_id": added.connection.id,
-        "short_id": added.connection.short_id,
-        "institution_name": added.connection.institution_name,
-        "session_status": added.session.status,
-    })))
+    Ok(
+        match crate::bank::add_connection(&state, &session, add).await? {
+            crate::bank::AddOutcome::Added(added) => HttpResponse::Created().json(json!({
+                "connection_id": added.connection.id,
+                "short_id": added.connection.short_id,
+                "institution_name": added.connection.institution_name,
+                "session_status": added.session.status,
+                "accounts": added.connection.accounts,
+            })),
+            // §10: the member already has this bank; nothing new was stored.
+            crate::bank::AddOutcome::Duplicate(dup) => HttpResponse::Ok().json(json!({
+                "duplicate": true,
+                "connection_id": dup.connection.id,
+                "institution_name": dup.connection.institution_name,
+                "session_status": dup.session_status,
+            })),
+        },
+    )
 }
 
 async fn post_reauth_complete(

@@ -135,6 +135,7 @@ pub fn provider_environment(config: &Config, provider: Provider) -> &'static str
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(api::health::configure)
         .configure(api::configure)
+        .configure(crate::provider_webhooks::configure)
         .configure(hosted::configure)
         .default_service(web::to(api::not_found));
 }
@@ -193,13 +194,26 @@ pub fn build_with(
     }
     let state = web::Data::new(state);
     spawn_sweeper(state.clone().into_inner());
+    crate::health_check::spawn(state.clone().into_inner());
     crate::waiters::spawn_cross_process_watch(state.waiters.clone(), &state.config.database.path);
     let data = state.clone();
+    let oauth_return = state
+        .config
+        .plaid
+        .redirect_uri
+        .as_ref()
+        .map(|u| u.path().to_owned());
     let server = HttpServer::new(move || {
+        let oauth_return = oauth_return.clone();
         App::new()
             .app_data(data.clone())
             .wrap(actix_web::middleware::from_fn(crate::hygiene::middleware))
             .wrap(access_log())
+            .configure(move |cfg| {
+                if let Some(path) = &oauth_return {
+                    hosted::configure_oauth_return(cfg, path);
+                }
+            })
             .configure(routes)
     })
     .listen(listener)?

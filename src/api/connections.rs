@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{entity_ref, parse_json, parse_query, read_body, route, RouteEntry};
 use crate::auth::Auth;
 use crate::db::link_sessions::NewSession;
-use crate::db::{connections, users};
+use crate::db::{connection_events, connections, users};
 use crate::domain::api_key::Scope;
 use crate::domain::connection::ConnectionStatus;
 use crate::domain::ids::EntityRef;
@@ -24,7 +24,77 @@ pub fn routes() -> Vec<RouteEntry> {
         route(Method::GET, "/connections/{id}", get_connection),
         route(Method::DELETE, "/connections/{id}", delete_connection),
         route(Method::POST, "/connections/{id}/relink", relink_connection),
+        route(
+            Method::GET,
+            "/connections/{id}/events",
+            list_connection_events,
+        ),
     ]
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+const EVENTS_CURSOR_PREFIX: &str = "ce1:";
+
+fn encode_events_cursor(seq: i64) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{EVENTS_CURSOR_PREFIX}{seq}"))
+}
+
+fn decode_events_cursor(raw: &str) -> Option<i64> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    text.strip_prefix(EVENTS_CURSOR_PREFIX)?.parse().ok()
+}
+
+/// `GET /connections/{id}/events`: the health timeline, oldest first, a
+/// page at a time (`limit` 1–200, default 50; `cursor` = `next_cursor`).
+async fn list_connection_events(
+    _auth: Auth,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let q: EventsQuery = parse_query(&req)?;
+    let limit = match q.limit.as_deref() {
+        None => 50,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=200).contains(n))
+            .ok_or_else(|| ApiError::Validation(format!("limit: must be 1 to 200, got {l:?}")))?,
+    };
+    let after = q
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            decode_events_cursor(c)
+                .ok_or_else(|| ApiError::Validation("cursor: not a valid cursor".into()))
+        })
+        .transpose()?;
+    let r = entity_ref(&path, "connection")?;
+    let page = state
+        .db
+        .read_async(move |c| match connections::get(c, &r)? {
+            Some(conn) => connection_events::page(c, &conn.id, after, limit).map(Some),
+            None => Ok(None),
+        })
+        .await?
+        .ok_or_else(|| ApiError::NotFound("connection".into()))?;
+    let (events, next) = page;
+    Ok(HttpResponse::Ok().json(json!({
+        "events": events,
+        "next_cursor": next.map(encode_events_cursor),
+    })))
 }
 
 #[derive(Deserialize)]

@@ -259,6 +259,34 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Connections(ConnectionsCommand::Get { id }) => {
+            let r = entity(id, "connection")?;
+            let conn = db
+                .read(|c| db::connections::get(c, &r))?
+                .ok_or_else(|| not_found("connection"))?;
+            print_connection(&conn, json);
+            Ok(())
+        }
+        Command::Connections(ConnectionsCommand::Check { id }) => {
+            let r = entity(id, "connection")?;
+            let bank = crate::bank::setup(config, &db, &crate::providers::ClientOptions::default())
+                .map_err(bad)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| bad(format!("cannot start the async runtime: {e}")))?;
+            let conn = rt
+                .block_on(crate::health_check::check_connection(&db, &bank, r))
+                .map_err(|e| match e {
+                    crate::health_check::CheckError::NotFound => not_found("connection"),
+                    e => Failure {
+                        message: format!("health check failed: {e}"),
+                        code: 1,
+                    },
+                })?;
+            print_connection(&conn, json);
+            Ok(())
+        }
         Command::Connections(ConnectionsCommand::List) => {
             let list = db.read(|c| db::connections::list(c, None, None))?;
             if json {
@@ -280,6 +308,41 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
             }
             Ok(())
         }
+    }
+}
+
+/// One connection: JSON, or its fields, health and accounts as text.
+fn print_connection(c: &crate::domain::connection::Connection, json: bool) {
+    if json {
+        print_json(c);
+        return;
+    }
+    let ts = |t: Option<i64>| t.map_or_else(|| "-".to_owned(), time::rfc3339);
+    println!("id:                     {} ({})", c.id, c.short_id);
+    println!("provider:               {}", c.provider);
+    println!(
+        "institution:            {} {}",
+        c.institution_name, c.institution_id
+    );
+    println!("status:                 {}", c.status.as_str());
+    println!(
+        "error:                  {} {}",
+        c.error_code.as_deref().unwrap_or("-"),
+        c.error_message.as_deref().unwrap_or("")
+    );
+    println!("access_expires_at:      {}", ts(c.access_expires_at));
+    println!("new_accounts_available: {}", c.new_accounts_available);
+    println!("last_checked_at:        {}", ts(c.last_checked_at));
+    println!("accounts:");
+    for a in &c.accounts {
+        println!(
+            "  {} {} ••{} {}/{}",
+            a.id,
+            a.name,
+            a.mask.as_deref().unwrap_or("----"),
+            a.kind,
+            a.subtype.as_deref().unwrap_or("-")
+        );
     }
 }
 

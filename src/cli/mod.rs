@@ -160,6 +160,17 @@ pub struct LinkCreateArgs {
 pub enum ConnectionsCommand {
     /// List bank connections.
     List,
+    /// Show one connection with its accounts and health.
+    Get {
+        /// The connection's UUID or short id.
+        id: String,
+    },
+    /// Ask the provider about a connection's health now (Plaid /item/get,
+    /// Teller GET /accounts) and record what changed.
+    Check {
+        /// The connection's UUID or short id.
+        id: String,
+    },
 }
 
 impl Cli {

@@ -8,6 +8,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -82,6 +83,8 @@ pub struct Config {
     pub teller: TellerConfig,
     /// `[webhooks]`: outbound webhook endpoint.
     pub webhooks: WebhooksConfig,
+    /// `[connections]`: pulled health checks.
+    pub connections: ConnectionsConfig,
     /// `[limits]`: rate limits (0 disables one).
     pub limits: LimitsConfig,
     /// `[log]`: log verbosity.
@@ -212,8 +215,13 @@ pub struct PlaidConfig {
     pub country_codes: Vec<String>,
     /// Link display language (default "en").
     pub language: String,
-    /// URL Plaid sends Item webhooks to.
+    /// URL Plaid sends Item webhooks to (default `<public_url>/webhooks/plaid`
+    /// when `[server] public_url` is set).
     pub webhook_url: Option<Url>,
+    /// OAuth return URL sent on every `/link/token/create` (https, or http on
+    /// a loopback host for tests; same origin as `public_url` when that is
+    /// set); the server serves the link page at its path.
+    pub redirect_uri: Option<Url>,
 }
 
 impl Default for PlaidConfig {
@@ -228,6 +236,7 @@ impl Default for PlaidConfig {
             country_codes: vec!["US".to_owned()],
             language: "en".to_owned(),
             webhook_url: None,
+            redirect_uri: None,
         }
     }
 }
@@ -282,6 +291,9 @@ pub struct TellerConfig {
     pub private_key_path: Option<PathBuf>,
     /// API base URL override (tests point it at a fake).
     pub base_url: Option<Url>,
+    /// Secrets Teller signs webhooks with (`Teller-Signature`); several
+    /// during a rotation. Empty: `POST /webhooks/teller` accepts nothing.
+    pub webhook_signing_secrets: Vec<Secret>,
 }
 
 impl Default for TellerConfig {
@@ -292,6 +304,7 @@ impl Default for TellerConfig {
             certificate_path: None,
             private_key_path: None,
             base_url: None,
+            webhook_signing_secrets: Vec::new(),
         }
     }
 }
@@ -329,6 +342,22 @@ impl TellerEnvironment {
             TellerEnvironment::Sandbox => "sandbox",
             TellerEnvironment::Development => "development",
             TellerEnvironment::Production => "production",
+        }
+    }
+}
+
+/// `[connections]` section.
+#[derive(Clone, Debug)]
+pub struct ConnectionsConfig {
+    /// How often each connection's health is pulled from its provider
+    /// (default 24 h); zero turns pulled checks off.
+    pub health_check_interval: Duration,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        ConnectionsConfig {
+            health_check_interval: Duration::from_secs(24 * 60 * 60),
         }
     }
 }
@@ -474,13 +503,16 @@ const KEYS: &[Key] = &[
     key("plaid", "country_codes", Kind::List),
     key("plaid", "language", Kind::Str),
     key("plaid", "webhook_url", Kind::Str),
+    key("plaid", "redirect_uri", Kind::Str),
     key("teller", "application_id", Kind::Str),
     key("teller", "environment", Kind::Str),
     key("teller", "certificate_path", Kind::Str),
     key("teller", "private_key_path", Kind::Str),
     key("teller", "base_url", Kind::Str),
+    key("teller", "webhook_signing_secrets", Kind::List),
     key("webhooks", "url", Kind::Str),
     key("webhooks", "secret", Kind::Str),
+    key("connections", "health_check_interval", Kind::Str),
     key("limits", "bad_token_per_minute", Kind::UInt),
     key("limits", "api_per_minute", Kind::UInt),
     key("limits", "bad_api_key_per_minute", Kind::UInt),
@@ -591,6 +623,17 @@ impl Config {
             _ => {}
         }
 
+        if let (Some(uri), Some(public)) = (&self.plaid.redirect_uri, &self.server.public_url) {
+            let base = without_trailing_slash(public);
+            let under = uri.origin() == public.origin()
+                && (uri.path() == public.path().trim_end_matches('/')
+                    || uri.as_str().starts_with(&format!("{base}/")));
+            if !under {
+                return Err(err(format!(
+                    "plaid.redirect_uri ({uri}) must be under server.public_url ({base})"
+                )));
+            }
+        }
         if self.webhooks.url.is_some() && self.webhooks.secret.is_none() {
             return Err(err("webhooks.secret is required when webhooks.url is set"));
         }
@@ -827,7 +870,27 @@ fn apply(config: &mut Config, key: &Key, raw: Raw, name: &str) -> Result<(), Con
         ("plaid", "webhook_url", Str(s)) => {
             c.plaid.webhook_url = parse_url(&s, name, UrlRules::ENDPOINT)?
         }
+        ("plaid", "redirect_uri", Str(s)) => {
+            c.plaid.redirect_uri = parse_url(&s, name, UrlRules::BASE)?;
+            if let Some(u) = &c.plaid.redirect_uri {
+                check_redirect_uri(u, name)?;
+            }
+        }
         ("teller", "application_id", Str(s)) => c.teller.application_id = non_empty(s),
+        ("teller", "webhook_signing_secrets", List(v)) => {
+            if v.iter().any(|s| s.trim().is_empty()) {
+                return Err(err(format!("{name}: a secret must not be empty")));
+            }
+            c.teller.webhook_signing_secrets = v.into_iter().map(Secret).collect();
+        }
+        ("connections", "health_check_interval", Str(s)) => {
+            c.connections.health_check_interval = parse_duration(&s).ok_or_else(|| {
+                err(format!(
+                    "{name}: invalid duration \"{s}\" (expected a whole number with a unit, \
+                     e.g. \"24h\", \"90m\", \"30s\", \"7d\"; \"0\" turns checks off)"
+                ))
+            })?
+        }
         ("teller", "environment", Str(s)) => {
             c.teller.environment =
                 match one_of(&s, name, &["sandbox", "development", "production"])? {
@@ -875,6 +938,55 @@ fn apply(config: &mut Config, key: &Key, raw: Raw, name: &str) -> Result<(), Con
         _ => return Err(err(format!("unknown key {}.{}", key.section, key.name))),
     }
     Ok(())
+}
+
+/// `plaid.redirect_uri`: https (http only on a loopback host), and a path
+/// that no other route of the server owns.
+fn check_redirect_uri(u: &Url, name: &str) -> Result<(), ConfigError> {
+    let loopback = matches!(
+        u.host(),
+        Some(url::Host::Domain("localhost"))
+            | Some(url::Host::Ipv4(std::net::Ipv4Addr::LOCALHOST))
+            | Some(url::Host::Ipv6(std::net::Ipv6Addr::LOCALHOST))
+    );
+    if u.scheme() != "https" && !loopback {
+        return Err(err(format!(
+            "{name}: must be an https URL (Plaid requires it outside localhost)"
+        )));
+    }
+    let path = u.path();
+    let reserved = [
+        "/api/",
+        "/_link/",
+        "/assets/",
+        "/webhooks/",
+        "/health/",
+        "/mcp",
+    ];
+    if path == "/" || path == "/openapi.json" || reserved.iter().any(|r| path.starts_with(r)) {
+        return Err(err(format!(
+            "{name}: its path {path} is used by the server itself; pick e.g. /oauth-return"
+        )));
+    }
+    Ok(())
+}
+
+/// `"0"` or a whole number with one unit `s`, `m`, `h`, `d` (e.g. `"24h"`).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    let unit = s.chars().last()?;
+    let n: u64 = s[..s.len() - unit.len_utf8()].parse().ok()?;
+    let secs = match unit {
+        's' => n,
+        'm' => n.checked_mul(60)?,
+        'h' => n.checked_mul(3600)?,
+        'd' => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
 }
 
 /// Empty means "not set", so env vars and TOML can unset optional values.

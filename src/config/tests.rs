@@ -59,11 +59,14 @@ fn sample(key: &Key) -> &'static str {
         ("plaid", "country_codes") => "US,CA",
         ("plaid", "language") => "fr",
         ("plaid", "webhook_url") => "https://bank.example.com/webhooks/plaid",
+        ("plaid", "redirect_uri") => "https://bank.example.com/bb/oauth-return",
         ("teller", "application_id") => "app_123",
         ("teller", "environment") => "production",
         ("teller", "certificate_path") => "/etc/teller/cert.pem",
         ("teller", "private_key_path") => "/etc/teller/key.pem",
         ("teller", "base_url") => "http://127.0.0.1:9200",
+        ("teller", "webhook_signing_secrets") => "whs-one,whs-two",
+        ("connections", "health_check_interval") => "12h",
         ("webhooks", "url") => "https://agent.example.com/hook",
         ("webhooks", "secret") => WH_SECRET,
         ("limits", "bad_token_per_minute") => "0",
@@ -794,4 +797,45 @@ fn enum_spellings() {
     let c = from_toml_str("[database]\nsynchronous = \"normal\"\n").expect("normal");
     assert_eq!(c.database.synchronous.as_pragma(), "NORMAL");
     assert_eq!(TellerEnvironment::Development.as_str(), "development");
+}
+
+#[test]
+fn connection_lifecycle_settings() {
+    let c = Config::default();
+    assert_eq!(
+        c.connections.health_check_interval,
+        std::time::Duration::from_secs(86_400)
+    );
+    assert!(c.plaid.redirect_uri.is_none() && c.teller.webhook_signing_secrets.is_empty());
+    assert_eq!(parse_duration("0"), Some(std::time::Duration::ZERO));
+    assert_eq!(
+        parse_duration("90m"),
+        Some(std::time::Duration::from_secs(5400))
+    );
+    assert_eq!(
+        parse_duration("7d"),
+        Some(std::time::Duration::from_secs(604_800))
+    );
+    for bad in ["", "h", "24", "1.5h", "-1h", "24x"] {
+        assert_eq!(parse_duration(bad), None, "{bad}");
+    }
+    let e = from_toml_str("[connections]\nhealth_check_interval = \"soon\"\n")
+        .expect_err("bad duration")
+        .0;
+    assert!(e.contains("connections.health_check_interval"), "{e}");
+    let e = from_toml_str("[plaid]\nredirect_uri = \"http://bank.example.com/oauth\"\n")
+        .expect_err("http")
+        .0;
+    assert!(e.contains("https"), "{e}");
+    from_toml_str("[plaid]\nredirect_uri = \"http://127.0.0.1:8080/oauth\"\n").expect("loopback");
+    let e = from_toml_str(
+        "[server]\npublic_url = \"https://a.example/bb\"\n[plaid]\nredirect_uri = \"https://b.example/bb/oauth\"\n",
+    )
+    .expect_err("other origin")
+    .0;
+    assert!(e.contains("under server.public_url"), "{e}");
+    let e = from_toml_str("[plaid]\nredirect_uri = \"https://a.example/api/v1/x\"\n")
+        .expect_err("reserved")
+        .0;
+    assert!(e.contains("used by the server"), "{e}");
 }

@@ -11,6 +11,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_outbox.sql"),
     include_str!("migrations/0003_idempotency.sql"),
     include_str!("migrations/0004_meta.sql"),
+    // 0005 is reserved for another change; this list, not the file names, sets the version.
+    include_str!("migrations/0006_connection_health.sql"),
 ];
 
 /// Apply whatever migrations this database has not seen yet.

@@ -2,6 +2,7 @@
 //! helpers that move blocking work off the async workers.
 
 pub mod api_keys;
+pub mod connection_events;
 pub mod connections;
 pub mod events;
 pub mod idempotency;

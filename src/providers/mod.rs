@@ -113,6 +113,41 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// A short code for timelines: the provider's error code, or
+    /// `TIMEOUT`, `UNREACHABLE`, `INVALID_RESPONSE`.
+    pub fn code(&self) -> &str {
+        match self {
+            ProviderError::Api { code, .. } => code,
+            ProviderError::Timeout => "TIMEOUT",
+            ProviderError::Transport(_) => "UNREACHABLE",
+            ProviderError::InvalidResponse(_) => "INVALID_RESPONSE",
+        }
+    }
+
+    /// The provider asked us to slow down (HTTP 429, Plaid `RATE_LIMIT_EXCEEDED` codes).
+    pub fn is_rate_limited(&self) -> bool {
+        match self {
+            ProviderError::Api { status, code, .. } => {
+                *status == 429 || code.ends_with("_LIMIT") || code == "RATE_LIMIT_EXCEEDED"
+            }
+            _ => false,
+        }
+    }
+
+    /// A sentence for the person when retrying cannot help: the provider's
+    /// display message when it has one, else a plain generic one.
+    pub fn public_message_final(&self) -> String {
+        match self {
+            ProviderError::Api {
+                display_message: Some(m),
+                ..
+            } if !m.trim().is_empty() => m.clone(),
+            _ => "The bank connection service refused this request. Trying again won't help; \
+                  the person who sent you this link has been told."
+                .to_owned(),
+        }
+    }
+
     /// A sentence that may be shown to the person: the provider's display
     /// message when it has one, else a short generic one.
     pub fn public_message(&self) -> String {

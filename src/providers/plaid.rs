@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::{http_client, redact, transport_error, ClientOptions, ProviderError, SetupError};
 use crate::config::PlaidConfig;
+use crate::domain::connection::Account;
 
 /// The Plaid API version this client speaks.
 const PLAID_VERSION: &str = "2020-09-14";
@@ -32,6 +33,7 @@ pub struct PlaidClient {
     country_codes: Vec<String>,
     products: Vec<String>,
     webhook: Option<String>,
+    redirect_uri: Option<String>,
 }
 
 /// A Link token for the Plaid widget.
@@ -61,13 +63,27 @@ impl fmt::Debug for Exchanged {
     }
 }
 
-/// What `/item/get` says about an Item's institution.
+/// What `/item/get` says about an Item: its institution and health.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ItemInfo {
     /// Plaid institution id, e.g. `ins_109508`.
     pub institution_id: Option<String>,
     /// Institution display name.
     pub institution_name: Option<String>,
+    /// The Item's standing error (`item.error`), if any.
+    pub error: Option<ItemError>,
+    /// When the Item's consent ends (`item.consent_expiration_time`, ISO 8601).
+    pub consent_expiration_time: Option<String>,
+}
+
+/// A Plaid error object as it appears on an Item or in a webhook.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct ItemError {
+    /// e.g. `ITEM_LOGIN_REQUIRED`.
+    pub error_code: String,
+    /// Developer-facing message.
+    #[serde(default)]
+    pub error_message: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -81,7 +97,134 @@ struct ItemFields {
     institution_id: Option<String>,
     #[serde(default)]
     institution_name: Option<String>,
+    #[serde(default)]
+    error: Option<ItemError>,
+    #[serde(default)]
+    consent_expiration_time: Option<String>,
 }
+
+#[derive(Deserialize)]
+struct AccountsGetResponse {
+    accounts: Vec<PlaidAccount>,
+}
+
+#[derive(Deserialize)]
+struct PlaidAccount {
+    account_id: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    official_name: Option<String>,
+    #[serde(default)]
+    mask: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    subtype: Option<String>,
+}
+
+/// A webhook verification key (`/webhook_verification_key/get`): a P-256 JWK.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct VerificationKey {
+    /// Key id, matching the JWT header's `kid`.
+    #[serde(default)]
+    pub kid: String,
+    /// Curve, `P-256`.
+    #[serde(default)]
+    pub crv: String,
+    /// Base64url x coordinate.
+    pub x: String,
+    /// Base64url y coordinate.
+    pub y: String,
+    /// When the key was retired (unix seconds); a retired key verifies nothing.
+    #[serde(default)]
+    pub expired_at: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct VerificationKeyResponse {
+    key: VerificationKey,
+}
+
+/// Plaid error codes that retrying cannot fix: our own credentials, our
+/// account's access, products or institutions not available to us.
+const FINAL_CODES: &[&str] = &[
+    "INVALID_API_KEYS",
+    "UNAUTHORIZED_ENVIRONMENT",
+    "UNAUTHORIZED_ROUTE_ACCESS",
+    "INVALID_PRODUCT",
+    "PRODUCTS_NOT_SUPPORTED",
+    "PRODUCT_NOT_ENABLED",
+    "INSTITUTION_NOT_SUPPORTED",
+    "INSTITUTION_NO_LONGER_SUPPORTED",
+    "INSTITUTION_NOT_ENABLED_IN_ENVIRONMENT",
+    "INVALID_ACCESS_TOKEN",
+    "ITEM_NOT_FOUND",
+    "ADDITION_LIMIT",
+    "INVALID_CONFIGURATION",
+    "INVALID_LINK_CUSTOMIZATION",
+    "INVALID_FIELD",
+    "TOO_MANY_VERIFICATION_ATTEMPTS",
+];
+
+/// Whether a failed Plaid call may succeed when the person tries again.
+/// Not when our credentials or account are refused (`INVALID_API_KEYS` and
+/// other `INVALID_*` request errors), the institution or product is not
+/// available, or the request itself is malformed (`INVALID_REQUEST`/`INVALID_INPUT`).
+pub fn is_retryable(e: &ProviderError) -> bool {
+    match e {
+        ProviderError::Api { status, code, .. } => {
+            if FINAL_CODES.contains(&code.as_str()) {
+                return false;
+            }
+            // A public token that expired is fixed by running Link again.
+            if code == "INVALID_PUBLIC_TOKEN" {
+                return true;
+            }
+            !(code.starts_with("INVALID_") || *status == 401 || *status == 403)
+        }
+        _ => true,
+    }
+}
+
+/// Plaid error codes that mean the person must sign in again (Breadbox's
+/// list plus `ITEM_LOCKED`).
+pub const REAUTH_CODES: &[&str] = &[
+    "ITEM_LOGIN_REQUIRED",
+    "INSUFFICIENT_CREDENTIALS",
+    "INVALID_CREDENTIALS",
+    "INVALID_MFA",
+    "MFA_NOT_SUPPORTED",
+    "NO_ACCOUNTS",
+    "USER_SETUP_REQUIRED",
+    "ITEM_LOCKED",
+];
+
+/// What an Item error code (from `/item/get` or an `ITEM`/`ERROR` webhook)
+/// means for the connection.
+pub fn error_signal(code: &str, message: &str) -> crate::domain::connection::Signal {
+    use crate::domain::connection::Signal;
+    if REVOKED_CODES.contains(&code) {
+        Signal::Revoked { code: code.into() }
+    } else if REAUTH_CODES.contains(&code) {
+        Signal::ReauthRequired {
+            code: code.into(),
+            message: message.into(),
+        }
+    } else {
+        Signal::Failing {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Plaid error codes that mean access is gone for good.
+pub const REVOKED_CODES: &[&str] = &[
+    "USER_PERMISSION_REVOKED",
+    "ACCESS_NOT_GRANTED",
+    "ITEM_NOT_FOUND",
+];
 
 /// Plaid's error object (non-2xx bodies).
 #[derive(Deserialize)]
@@ -122,6 +265,7 @@ impl PlaidClient {
             country_codes: cfg.country_codes.clone(),
             products: cfg.products.clone(),
             webhook: cfg.webhook_url.as_ref().map(|u| u.to_string()),
+            redirect_uri: cfg.redirect_uri.as_ref().map(|u| u.to_string()),
         })
     }
 
@@ -137,6 +281,10 @@ impl PlaidClient {
         body.insert("language".into(), json!(self.language));
         body.insert("country_codes".into(), json!(self.country_codes));
         body.insert("user".into(), json!({ "client_user_id": client_user_id }));
+        // OAuth banks return the person here; needed in update mode too.
+        if let Some(uri) = &self.redirect_uri {
+            body.insert("redirect_uri".into(), json!(uri));
+        }
         match access_token {
             // Update mode: no products, and Plaid ignores `webhook` there.
             Some(token) => {
@@ -178,7 +326,39 @@ impl PlaidClient {
         Ok(ItemInfo {
             institution_id: resp.item.institution_id,
             institution_name: resp.item.institution_name,
+            error: resp.item.error,
+            consent_expiration_time: resp.item.consent_expiration_time,
         })
+    }
+
+    /// `/accounts/get`: the Item's accounts (id, name, mask, type, subtype;
+    /// balances are dropped).
+    pub async fn get_accounts(&self, access_token: &str) -> Result<Vec<Account>, ProviderError> {
+        let body = json!({ "access_token": access_token });
+        let resp: AccountsGetResponse = self.call("/accounts/get", body, &[access_token]).await?;
+        Ok(resp
+            .accounts
+            .into_iter()
+            .map(|a| Account {
+                name: a.name.or(a.official_name).unwrap_or_default(),
+                id: a.account_id,
+                mask: a.mask,
+                kind: a.kind.unwrap_or_else(|| "other".to_owned()),
+                subtype: a.subtype,
+            })
+            .collect())
+    }
+
+    /// `/webhook_verification_key/get`: the public key a webhook JWT names by `kid`.
+    pub async fn webhook_verification_key(
+        &self,
+        key_id: &str,
+    ) -> Result<VerificationKey, ProviderError> {
+        let body = json!({ "key_id": key_id });
+        let resp: VerificationKeyResponse = self
+            .call("/webhook_verification_key/get", body, &[])
+            .await?;
+        Ok(resp.key)
     }
 
     /// `/item/remove`: revokes the access token and ends billing for the Item.
@@ -277,6 +457,40 @@ mod tests {
                 display_message: None,
             }
         );
+    }
+
+    #[test]
+    fn retryable_or_final() {
+        let e = |status: u16, code: &str| ProviderError::Api {
+            status,
+            code: code.into(),
+            message: String::new(),
+            display_message: None,
+        };
+        for code in [
+            "INVALID_API_KEYS",
+            "INSTITUTION_NOT_SUPPORTED",
+            "PRODUCTS_NOT_SUPPORTED",
+            "INVALID_FIELD",
+        ] {
+            assert!(!is_retryable(&e(400, code)), "{code}");
+        }
+        for code in [
+            "INTERNAL_SERVER_ERROR",
+            "INVALID_PUBLIC_TOKEN",
+            "RATE_LIMIT",
+        ] {
+            assert!(is_retryable(&e(500, code)), "{code}");
+        }
+        assert!(is_retryable(&ProviderError::Timeout));
+        assert!(matches!(
+            error_signal("ITEM_LOGIN_REQUIRED", ""),
+            crate::domain::connection::Signal::ReauthRequired { .. }
+        ));
+        assert!(matches!(
+            error_signal("USER_PERMISSION_REVOKED", ""),
+            crate::domain::connection::Signal::Revoked { .. }
+        ));
     }
 
     #[test]

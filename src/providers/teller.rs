@@ -35,6 +35,12 @@ pub struct Account {
     /// Last four digits of the account number.
     #[serde(default)]
     pub last_four: Option<String>,
+    /// `depository` or `credit`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// e.g. `checking`, `credit_card`.
+    #[serde(default)]
+    pub subtype: Option<String>,
     /// The account's institution.
     pub institution: Institution,
 }
@@ -46,6 +52,49 @@ pub struct Institution {
     pub id: String,
     /// Institution display name.
     pub name: String,
+}
+
+impl Account {
+    /// The account as a connection stores it.
+    pub fn to_domain(&self) -> crate::domain::connection::Account {
+        crate::domain::connection::Account {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            mask: self.last_four.clone(),
+            kind: self.kind.clone().unwrap_or_else(|| "other".to_owned()),
+            subtype: self.subtype.clone(),
+        }
+    }
+}
+
+/// Whether a failed Teller call may succeed when the person tries again.
+/// Not when Teller refuses our application or certificate (401, a 400
+/// about the certificate, a 403 that is not about the enrollment).
+pub fn is_retryable(e: &ProviderError) -> bool {
+    match e {
+        ProviderError::Api {
+            status,
+            code,
+            message,
+            ..
+        } => match status {
+            401 => false,
+            403 => code.starts_with("enrollment."),
+            400 => {
+                !(message.to_ascii_lowercase().contains("certificate")
+                    || code.contains("certificate"))
+            }
+            _ => true,
+        },
+        _ => true,
+    }
+}
+
+/// Whether a Teller error means the enrollment needs the person to sign in
+/// again (403, or 404 `enrollment.disconnected…`).
+pub fn needs_reauth(e: &ProviderError) -> bool {
+    matches!(e, ProviderError::Api { status: 403, .. })
+        || matches!(e, ProviderError::Api { status: 404, code, .. } if code.starts_with("enrollment.disconnected"))
 }
 
 /// Teller's error envelope `{"error":{"code","message"}}`.
@@ -267,6 +316,31 @@ mod tests {
         );
         let e = api_error(502, b"", &[]);
         assert!(matches!(e, ProviderError::Api { ref code, .. } if code == "HTTP_502"));
+    }
+
+    #[test]
+    fn retryable_or_final() {
+        let e = |status: u16, code: &str, message: &str| ProviderError::Api {
+            status,
+            code: code.into(),
+            message: message.into(),
+            display_message: None,
+        };
+        assert!(!is_retryable(&e(401, "unauthorized", "")));
+        assert!(!is_retryable(&e(400, "bad_request", "Missing certificate")));
+        assert!(!is_retryable(&e(
+            403,
+            "forbidden",
+            "application not allowed"
+        )));
+        assert!(is_retryable(&e(403, "enrollment.disconnected", "")));
+        assert!(is_retryable(&e(502, "bank_error", "")));
+        assert!(needs_reauth(&e(
+            404,
+            "enrollment.disconnected.account_locked",
+            ""
+        )));
+        assert!(!needs_reauth(&e(404, "not_found", "")));
     }
 
     #[test]

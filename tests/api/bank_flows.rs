@@ -22,7 +22,7 @@ use crate::fakes::{
 use crate::helpers::{read, spawn_app_with, start_with_options, test_config, Resp, TestApp};
 
 /// The fields a connection has on the API (CONTRACT §6), and nothing else.
-const CONNECTION_FIELDS: [&str; 11] = [
+const CONNECTION_FIELDS: [&str; 15] = [
     "id",
     "short_id",
     "user_id",
@@ -34,6 +34,10 @@ const CONNECTION_FIELDS: [&str; 11] = [
     "error_message",
     "created_at",
     "updated_at",
+    "accounts",
+    "access_expires_at",
+    "new_accounts_available",
+    "last_checked_at",
 ];
 
 const EXCHANGE: &str = "/item/public_token/exchange";

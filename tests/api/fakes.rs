@@ -31,6 +31,8 @@ pub const PLAID_INSTITUTION_ID: &str = "ins_109508";
 pub const PLAID_INSTITUTION_NAME: &str = "First Platypus Bank";
 /// Display message of [`FakePlaid::fail_login_required`].
 pub const LOGIN_REQUIRED_MESSAGE: &str = "Your bank needs you to sign in again";
+/// `kid` of the fake Plaid's webhook signing key.
+pub const PLAID_WEBHOOK_KID: &str = "fake-plaid-kid-1";
 /// Access token the fake Teller accepts out of the box.
 pub const TELLER_TOKEN: &str = "token_fake_teller_1";
 /// Enrollment of [`TELLER_TOKEN`].
@@ -90,6 +92,18 @@ struct State {
     institution: Mutex<(Option<String>, Option<String>)>,
     /// Teller: access token → enrollment id.
     tokens: Mutex<HashMap<String, String>>,
+    /// Plaid: the accounts every new Item gets (None: two with masks unique to the Item).
+    plaid_accounts: Mutex<Option<Vec<Value>>>,
+    /// Plaid: item id → standing `item.error` object.
+    item_errors: Mutex<HashMap<String, Value>>,
+    /// Plaid: item id → `consent_expiration_time`.
+    consents: Mutex<HashMap<String, String>>,
+    /// Plaid: the webhook signing key (PKCS#8 DER) and its public JWK.
+    signing: Mutex<Option<(Vec<u8>, Value)>>,
+    /// Teller: enrollment id → account masks (default derived from the id).
+    teller_masks: Mutex<HashMap<String, Vec<String>>>,
+    /// Teller: enrollment id → the error `GET /accounts` answers (status, code).
+    teller_health: Mutex<HashMap<String, (u16, String)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -210,6 +224,7 @@ impl FakePlaid {
                 Some(PLAID_INSTITUTION_ID.to_owned()),
                 Some(PLAID_INSTITUTION_NAME.to_owned()),
             )),
+            signing: Mutex::new(Some(new_signing_key(PLAID_WEBHOOK_KID))),
             ..State::default()
         };
         FakePlaid(Running::start(state, plaid_route).await)
@@ -296,6 +311,137 @@ impl FakePlaid {
     pub fn issued_access_tokens(&self) -> Vec<String> {
         lock(&self.0.state.items).keys().cloned().collect()
     }
+
+    /// The item ids handed out so far.
+    pub fn item_ids(&self) -> Vec<String> {
+        lock(&self.0.state.items).values().cloned().collect()
+    }
+
+    /// The accounts `/accounts/get` reports for every Item from now on
+    /// (`(name, mask)` pairs); by default each Item has two accounts with masks of its own.
+    pub fn set_accounts(&self, accounts: &[(&str, &str)]) {
+        let list = accounts
+            .iter()
+            .enumerate()
+            .map(|(i, (name, mask))| {
+                json!({
+                    "account_id": format!("acc-{i}"),
+                    "name": name,
+                    "official_name": null,
+                    "mask": mask,
+                    "type": "depository",
+                    "subtype": if i == 0 { "checking" } else { "savings" },
+                    "balances": {"available": 100, "current": 110, "iso_currency_code": "USD"},
+                })
+            })
+            .collect();
+        *lock(&self.0.state.plaid_accounts) = Some(list);
+    }
+
+    /// The Item's standing error as `/item/get` reports it (None: healthy).
+    pub fn set_item_error(&self, item_id: &str, error_code: Option<&str>) {
+        let mut map = lock(&self.0.state.item_errors);
+        match error_code {
+            Some(code) => map.insert(
+                item_id.to_owned(),
+                json!({
+                    "error_type": "ITEM_ERROR",
+                    "error_code": code,
+                    "error_message": format!("fake item error {code}"),
+                    "display_message": null,
+                }),
+            ),
+            None => map.remove(item_id),
+        };
+    }
+
+    /// The Item's `consent_expiration_time` (ISO 8601) as `/item/get` reports it.
+    pub fn set_consent_expiration(&self, item_id: &str, at: Option<&str>) {
+        let mut map = lock(&self.0.state.consents);
+        match at {
+            Some(t) => map.insert(item_id.to_owned(), t.to_owned()),
+            None => map.remove(item_id),
+        };
+    }
+
+    /// Retire the signing key: `/webhook_verification_key/get` reports `expired_at`.
+    pub fn retire_signing_key(&self) {
+        if let Some((_, jwk)) = lock(&self.0.state.signing).as_mut() {
+            jwk["expired_at"] = json!(1_600_000_000);
+        }
+    }
+
+    /// A `Plaid-Verification` JWT for `body`, issued now.
+    pub fn sign_webhook(&self, body: &[u8]) -> String {
+        self.sign_webhook_at(body, now())
+    }
+
+    /// A `Plaid-Verification` JWT for `body`, issued at `iat` (unix seconds).
+    pub fn sign_webhook_at(&self, body: &[u8], iat: i64) -> String {
+        let der = lock(&self.0.state.signing)
+            .as_ref()
+            .map(|(der, _)| der.clone())
+            .expect("signing key");
+        sign_es256(&der, PLAID_WEBHOOK_KID, body, iat)
+    }
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A fresh P-256 key: its PKCS#8 DER and its public JWK (as Plaid serves it).
+pub fn new_signing_key(kid: &str) -> (Vec<u8>, Value) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("P-256 key");
+    let raw = key.public_key_raw();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwk = json!({
+        "alg": "ES256",
+        "crv": "P-256",
+        "kid": kid,
+        "kty": "EC",
+        "use": "sig",
+        "x": b64(&raw[1..33]),
+        "y": b64(&raw[33..65]),
+        "created_at": 1_560_000_000,
+        "expired_at": null,
+    });
+    (key.serialize_der(), jwk)
+}
+
+/// A Plaid-style webhook JWT: ES256 over `{iat, request_body_sha256}`.
+pub fn sign_es256(pkcs8_der: &[u8], kid: &str, body: &[u8], iat: i64) -> String {
+    use sha2::Digest as _;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.to_owned());
+    let claims = json!({
+        "iat": iat,
+        "request_body_sha256": hex::encode(sha2::Sha256::digest(body)),
+    });
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ec_der(pkcs8_der),
+    )
+    .expect("sign JWT")
+}
+
+/// A `Teller-Signature` header: `t=<unix>,v1=<hex HMAC-SHA256(secret, "t.body")>` per secret.
+pub fn teller_signature(secrets: &[&str], t: i64, body: &[u8]) -> String {
+    use hmac::Mac as _;
+    let mut out = format!("t={t}");
+    for secret in secrets {
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC key");
+        mac.update(format!("{t}.").as_bytes());
+        mac.update(body);
+        out.push_str(&format!(",v1={}", hex::encode(mac.finalize().into_bytes())));
+    }
+    out
 }
 
 fn plaid_error(status: StatusCode, error_type: &str, code: &str, message: &str) -> HttpResponse {
@@ -357,13 +503,16 @@ fn plaid_route(state: &State, req: &Recorded) -> HttpResponse {
                 .cloned()
                 .unwrap_or_else(|| "item-unknown".to_owned());
             let (institution_id, institution_name) = lock(&state.institution).clone();
+            let error = lock(&state.item_errors).get(&item_id).cloned();
+            let consent = lock(&state.consents).get(&item_id).cloned();
             HttpResponse::Ok().json(json!({
                 "item": {
                     "item_id": item_id,
                     "institution_id": institution_id,
                     "institution_name": institution_name,
                     "webhook": null,
-                    "error": null,
+                    "error": error,
+                    "consent_expiration_time": consent,
                     "products": ["transactions"],
                     "available_products": [],
                     "billed_products": ["transactions"],
@@ -372,6 +521,55 @@ fn plaid_route(state: &State, req: &Recorded) -> HttpResponse {
                 "status": null,
                 "request_id": request_id,
             }))
+        }
+        "/accounts/get" => {
+            let Some(token) = field("access_token") else {
+                return missing_field("access_token");
+            };
+            let Some(item_id) = lock(&state.items).get(token).cloned() else {
+                return plaid_error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_INPUT",
+                    "INVALID_ACCESS_TOKEN",
+                    "provided access token is invalid",
+                );
+            };
+            if let Some(error) = lock(&state.item_errors).get(&item_id).cloned() {
+                return HttpResponse::BadRequest().json(error);
+            }
+            let accounts = lock(&state.plaid_accounts).clone().unwrap_or_else(|| {
+                let n: u32 = item_id.trim_start_matches("item-").parse().unwrap_or(0);
+                vec![
+                    json!({"account_id": format!("{item_id}-chk"), "name": "Plaid Checking",
+                        "official_name": "Plaid Gold Standard 0% Interest Checking",
+                        "mask": format!("{:04}", (n * 2) % 10000), "type": "depository",
+                        "subtype": "checking", "balances": {"current": 110}}),
+                    json!({"account_id": format!("{item_id}-sav"), "name": "Plaid Saving",
+                        "official_name": null, "mask": format!("{:04}", (n * 2 + 1) % 10000),
+                        "type": "depository", "subtype": "savings", "balances": {"current": 210}}),
+                ]
+            });
+            HttpResponse::Ok().json(json!({
+                "accounts": accounts,
+                "item": {"item_id": item_id},
+                "request_id": request_id,
+            }))
+        }
+        "/webhook_verification_key/get" => {
+            let Some(kid) = field("key_id") else {
+                return missing_field("key_id");
+            };
+            match lock(&state.signing).as_ref() {
+                Some((_, jwk)) if jwk["kid"] == kid => {
+                    HttpResponse::Ok().json(json!({"key": jwk, "request_id": request_id}))
+                }
+                _ => plaid_error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_INPUT",
+                    "INVALID_WEBHOOK_VERIFICATION_KEY_ID",
+                    "invalid key_id provided",
+                ),
+            }
         }
         "/item/remove" => {
             if field("access_token").is_none() {
@@ -428,6 +626,24 @@ impl FakeTeller {
     /// Accept `token` as the access token of `enrollment_id`.
     pub fn add_token(&self, token: &str, enrollment_id: &str) {
         lock(&self.0.state.tokens).insert(token.to_owned(), enrollment_id.to_owned());
+    }
+
+    /// The last four digits of the enrollment's two accounts.
+    pub fn set_masks(&self, enrollment_id: &str, masks: [&str; 2]) {
+        lock(&self.0.state.teller_masks).insert(
+            enrollment_id.to_owned(),
+            masks.iter().map(|m| (*m).to_owned()).collect(),
+        );
+    }
+
+    /// Make `GET /accounts` of this enrollment fail with `status` and `code`
+    /// (e.g. 404 `enrollment.disconnected.credentials_invalid`); None: healthy.
+    pub fn set_enrollment_error(&self, enrollment_id: &str, error: Option<(u16, &str)>) {
+        let mut map = lock(&self.0.state.teller_health);
+        match error {
+            Some((status, code)) => map.insert(enrollment_id.to_owned(), (status, code.to_owned())),
+            None => map.remove(enrollment_id),
+        };
     }
 
     /// Every request so far, oldest first.
@@ -487,7 +703,14 @@ fn teller_route(state: &State, req: &Recorded) -> HttpResponse {
         );
     };
     match (req.method.as_str(), req.path.as_str()) {
-        ("GET", "/accounts") => HttpResponse::Ok().json(teller_accounts(&enrollment)),
+        ("GET", "/accounts") => {
+            if let Some((status, code)) = lock(&state.teller_health).get(&enrollment).cloned() {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+                return teller_error(status, &code, "The enrollment is disconnected");
+            }
+            let masks = lock(&state.teller_masks).get(&enrollment).cloned();
+            HttpResponse::Ok().json(teller_accounts(&enrollment, masks))
+        }
         ("DELETE", path) if path.starts_with("/enrollments/") => HttpResponse::NoContent().finish(),
         _ => teller_error(
             StatusCode::NOT_FOUND,
@@ -497,7 +720,21 @@ fn teller_route(state: &State, req: &Recorded) -> HttpResponse {
     }
 }
 
-fn teller_accounts(enrollment: &str) -> Value {
+fn teller_accounts(enrollment: &str, masks: Option<Vec<String>>) -> Value {
+    let masks = masks.unwrap_or_else(|| {
+        if enrollment == TELLER_ENROLLMENT {
+            vec!["1234".to_owned(), "5678".to_owned()]
+        } else {
+            // Other enrollments get masks of their own, so they are not duplicates.
+            let h = enrollment
+                .bytes()
+                .fold(7u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
+            vec![
+                format!("{:04}", h % 10000),
+                format!("{:04}", (h / 10000) % 10000),
+            ]
+        }
+    });
     let account = |n: u32, name: &str, subtype: &str, last_four: &str| {
         let id = format!("acc_{enrollment}_{n}");
         json!({
@@ -518,7 +755,7 @@ fn teller_accounts(enrollment: &str) -> Value {
         })
     };
     json!([
-        account(1, "Everyday Checking", "checking", "1234"),
-        account(2, "Savings", "savings", "5678"),
+        account(1, "Everyday Checking", "checking", &masks[0]),
+        account(2, "Savings", "savings", &masks[1]),
     ])
 }

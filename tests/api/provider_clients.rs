@@ -521,6 +521,7 @@ async fn teller_mtls_client_certificate() {
         certificate_path: Some(cert_path.clone()),
         private_key_path: Some(key_path.clone()),
         base_url: Some(base_url.clone()),
+        ..TellerConfig::default()
     };
 
     let client = TellerClient::new(&with_cert, opts.clone()).expect("mtls client");
