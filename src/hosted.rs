@@ -88,18 +88,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// the person back there after an OAuth bank, and the page resumes the
 /// session it kept in the browser (same headers as `/link`).
 pub fn configure_oauth_return(cfg: &mut web::ServiceConfig, path: &str) {
+    // Rendered once: the asset links rewritten for this path's depth.
+    let html = web::Data::new(page_html_at(path));
     cfg.service(
         web::resource(path)
+            .app_data(html)
             .wrap(security_headers())
-            .route(web::get().to(oauth_return_page))
-            .route(web::head().to(oauth_return_page)),
+            .route(web::get().to(oauth_return_page)),
     );
 }
 
-async fn oauth_return_page() -> HttpResponse {
+async fn oauth_return_page(html: web::Data<String>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .body(PAGE_HTML)
+        .body(html.get_ref().clone())
 }
 
 async fn asset(body: &'static str, content_type: &'static str) -> HttpResponse {

@@ -245,17 +245,6 @@ impl Browser {
         });
     }
 
-    /// Answer GETs of URLs starting with `prefix` with this HTML.
-    pub(crate) fn intercept_html(&self, prefix: &str, html: &str) {
-        lock(&self.stubs).push(Stub {
-            prefix: prefix.to_owned(),
-            method: Some("GET"),
-            status: 200,
-            content_type: "text/html; charset=utf-8",
-            body: html.to_owned(),
-        });
-    }
-
     /// Emulate `prefers-color-scheme: dark` (or light).
     pub(crate) async fn color_scheme(&self, dark: bool) {
         let value = if dark { "dark" } else { "light" };

@@ -4,11 +4,7 @@
 //! `receivedRedirectUri` and the same link token, finishing on the same
 //! session — in the same tab, and in a new one.
 //!
-//! The return page is the hosted page's HTML as `hosted::page_html_at`
-//! renders it for that path; until the server serves `[plaid] redirect_uri`
-//! itself these tests hand it to the browser through request interception.
-//! Once that route exists, set `c.plaid.redirect_uri` here and drop
-//! `serve_return_page`.
+//! The server serves the return page at the path of `[plaid] redirect_uri`.
 
 use serde_json::{json, Value};
 
@@ -28,10 +24,9 @@ async fn page_plaid_oauth_resumes_in_the_same_tab() {
         return;
     };
     let fake = FakePlaid::start().await;
-    let app = spawn_app_with(|c| c.plaid = fake.plaid_config()).await;
+    let app = spawn_app_with(|c| with_oauth_return(c, &fake)).await;
     let s = app.mint(json!({ "single_use": false })).await;
     browser.stub_sdks(&oauth_plaid_stub(&app, true), &teller_stub("-", "-"));
-    serve_return_page(&browser, &app);
     browser.phone().await;
     browser.goto(&str_of(&s["url"])).await;
     browser.wait_state("welcome").await;
@@ -68,10 +63,9 @@ async fn page_plaid_oauth_resumes_in_a_new_tab() {
         return;
     };
     let fake = FakePlaid::start().await;
-    let app = spawn_app_with(|c| c.plaid = fake.plaid_config()).await;
+    let app = spawn_app_with(|c| with_oauth_return(c, &fake)).await;
     let s = app.mint(json!({ "single_use": true })).await;
     browser.stub_sdks(&oauth_plaid_stub(&app, false), &teller_stub("-", "-"));
-    serve_return_page(&browser, &app);
     browser.desktop().await;
     browser.goto(&str_of(&s["url"])).await;
     browser.wait_state("welcome").await;
@@ -117,9 +111,9 @@ async fn page_plaid_oauth_return_without_saved_state_says_what_to_do() {
     let Some(browser) = Browser::launch().await else {
         return;
     };
-    let app = spawn_app_with(|_| {}).await;
+    let fake = FakePlaid::start().await;
+    let app = spawn_app_with(|c| with_oauth_return(c, &fake)).await;
     browser.stub_sdks("", "");
-    serve_return_page(&browser, &app);
     browser.phone().await;
     browser
         .goto(&format!("{}{RETURN_PATH}?oauth_state_id=x", app.base))
@@ -132,12 +126,12 @@ async fn page_plaid_oauth_return_without_saved_state_says_what_to_do() {
     browser.assert_no_page_errors();
 }
 
-/// Answer GETs of the return path with the page as the server renders it there.
-fn serve_return_page(browser: &Browser, app: &TestApp) {
-    browser.intercept_html(
-        &format!("{}{RETURN_PATH}", app.base),
-        &breadbox::hosted::page_html_at(RETURN_PATH),
-    );
+/// Plaid configured against `fake`, with its OAuth return page at
+/// [`RETURN_PATH`] (http is allowed on loopback).
+fn with_oauth_return(c: &mut breadbox::config::Config, fake: &FakePlaid) {
+    c.plaid = fake.plaid_config();
+    c.plaid.redirect_uri =
+        Some(url::Url::parse(&format!("http://127.0.0.1{RETURN_PATH}")).expect("url"));
 }
 
 /// The return page re-opened Plaid with the first link token and its own
