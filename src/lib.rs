@@ -11,10 +11,12 @@ pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod files;
 pub mod hosted;
 pub mod limits;
 pub mod providers;
 pub mod server;
+pub mod start;
 pub mod waiters;
 pub mod webhooks;
 

@@ -2,6 +2,7 @@
 //! helpers that move blocking work off the async workers.
 
 pub mod api_keys;
+pub mod check;
 pub mod connections;
 pub mod events;
 pub mod idempotency;
@@ -123,6 +124,16 @@ impl Db {
         };
         db.write(migrate::run)?;
         Ok(db)
+    }
+
+    /// Copy everything in the `-wal` into the database file and truncate the
+    /// `-wal` to zero bytes, so the database file alone is the whole state
+    /// (run once the server has stopped; blocking). Returns false when a
+    /// reader kept part of the log busy.
+    pub fn checkpoint(&self) -> DbResult<bool> {
+        let conn = self.read.get()?;
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        Ok(busy == 0)
     }
 
     /// This handle, queueing webhooks for state changes when `on`.
