@@ -96,11 +96,16 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     hand_out_bootstrap_key(&db, &db_path, &addr.to_string())?;
     log::info!("database {}", db_path.display());
     log_providers(&config);
-    println!("breadbox listening on http://{addr}");
 
     let served = actix_web::rt::System::new().block_on({
         let db = db.clone();
-        async move { crate::build(config, db, listener)?.await }
+        async move {
+            let server = crate::build(config, db, listener)?;
+            // Printed once SIGTERM is handled: whoever waits for this line
+            // may stop the server right away.
+            println!("breadbox listening on http://{addr}");
+            server.await
+        }
     });
     // The server has stopped: no request runs any more. Fold the WAL into the
     // database file so a copy of that file alone is complete.

@@ -16,5 +16,6 @@ mod limits;
 mod link_sessions;
 mod openapi;
 mod provider_clients;
+mod safety;
 mod users_keys;
 mod webhooks_worker;

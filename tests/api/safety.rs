@@ -1,0 +1,630 @@
+//! A household's data is safe, through the real binary: private file modes,
+//! start checks that run before anything is created, a clean stop, backup
+//! and restore (the README's steps), admin commands that find the right
+//! database, and link URLs that say where they open.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::crash::http;
+use crate::helpers::{admin, bin, bootstrap_key_in, run_bin, run_bin_in, BinServer};
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn suffixed(p: &Path, suffix: &str) -> PathBuf {
+    PathBuf::from(format!("{}{suffix}", p.display()))
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// `breadbox serve` in the foreground with a permissive umask (022), run to
+/// its exit (for starts that must fail).
+fn serve_fails(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(cwd)
+        .arg("-c")
+        .arg("umask 022; exec \"$0\" \"$@\"")
+        .arg(bin())
+        .args(args)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // A start that wrongly succeeds would run forever: give it a bounded time.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "serve should have exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// A server on `db` started with umask 022 (the usual default).
+fn start_umask_022(db: &Path) -> BinServer {
+    // The test binary's umask is the shell's (022 here); every file below is
+    // created by the server, which must make them private itself.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    BinServer::start(db, &[], &[])
+}
+
+fn create_user(base: &str, key: &str, name: &str) -> Value {
+    let r = http(
+        base,
+        "POST",
+        "/api/v1/users",
+        Some(key),
+        Some(&json!({ "name": name }).to_string()),
+    )
+    .expect("create user");
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    serde_json::from_slice(&r.body).expect("json")
+}
+
+#[test]
+fn every_file_and_directory_created_is_private_whatever_the_umask() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let db = data.join("b.db");
+    let mut server = start_umask_022(&db);
+    let key = server.bootstrap_key();
+    create_user(&server.base, &key, "Ana");
+    let (_user, _link) = crate::helpers::admin_user_and_link(&db);
+
+    assert_eq!(mode(&data), 0o700, "created directory");
+    for f in ["b.db", "b.db-wal", "b.db-shm", "b.db.key", "b.db.lock"] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+    let key_file = data.join("bootstrap-key.txt");
+    assert_eq!(mode(&key_file), 0o600, "bootstrap-key.txt");
+    let logs = server.logs();
+    assert!(
+        logs.contains(s(&key_file)),
+        "the log names the file: {logs}"
+    );
+    assert!(!logs.contains(&key), "never the key");
+    assert!(
+        !server.stdout_lines.iter().any(|l| l.contains(&key)),
+        "stdout is not a terminal: the key stays off it"
+    );
+
+    let backups = dir.path().join("backups").join("nightly");
+    let copy = backups.join("copy.db");
+    let out = run_bin(&["--database", s(&db), "backup", s(&copy)], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode(&copy), 0o600, "backup");
+    assert_eq!(mode(&suffixed(&copy, ".key")), 0o600, "backup key file");
+    assert_eq!(mode(&backups), 0o700, "backup directory");
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn a_bad_teller_certificate_on_an_empty_directory_creates_nothing_and_exits_2() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("b.db");
+    let env = [
+        ("BREADBOX_TELLER_APPLICATION_ID", "app_test"),
+        ("BREADBOX_TELLER_ENVIRONMENT", "development"),
+        (
+            "BREADBOX_TELLER_CERTIFICATE_PATH",
+            "/nonexistent/certificate.pem",
+        ),
+        (
+            "BREADBOX_TELLER_PRIVATE_KEY_PATH",
+            "/nonexistent/private_key.pem",
+        ),
+    ];
+    let out = serve_fails(&["--database", s(&db)], &env, dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/certificate.pem"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "", "nothing printed: no key, no address");
+    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+}
+
+#[test]
+fn relative_paths_in_the_config_file_follow_the_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let etc = dir.path().join("etc");
+    std::fs::create_dir(&etc).expect("mkdir");
+    let elsewhere = tempfile::tempdir().expect("cwd");
+    let cfg = etc.join("breadbox.toml");
+    std::fs::write(
+        &cfg,
+        "[database]\npath = \"b.db\"\n[teller]\napplication_id = \"app_x\"\n\
+         environment = \"development\"\ncertificate_path = \"certs/c.pem\"\n\
+         private_key_path = \"certs/k.pem\"\n",
+    )
+    .expect("write");
+    // The certificate path is looked for beside the config file.
+    let out = serve_fails(&["--config", s(&cfg)], &[], elsewhere.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(s(&etc.join("certs").join("c.pem"))),
+        "{}",
+        stderr(&out)
+    );
+    assert!(entries(elsewhere.path()).is_empty());
+
+    // The database too: an admin command run from anywhere finds it.
+    std::fs::write(&cfg, "[database]\npath = \"b.db\"\n").expect("write");
+    let mut server = BinServer::start(&etc.join("b.db"), &[], &[]);
+    let out = run_bin_in(
+        elsewhere.path(),
+        &[
+            "--config",
+            s(&cfg),
+            "keys",
+            "create",
+            "--name",
+            "a",
+            "--scope",
+            "full_access",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = stdout(&out).trim().to_owned();
+    let r = http(&server.base, "GET", "/api/v1/users", Some(&key), None).expect("get");
+    assert_eq!(r.status, 200, "the server knows the key");
+    assert!(
+        entries(elsewhere.path()).is_empty(),
+        "nothing created in cwd"
+    );
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn an_admin_command_in_the_wrong_directory_exits_2_and_creates_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let args = [
+        "keys",
+        "create",
+        "--name",
+        "assistant",
+        "--scope",
+        "full_access",
+    ];
+    let out = run_bin_in(dir.path(), &args, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let expected = std::fs::canonicalize(dir.path())
+        .expect("canonical")
+        .join("breadbox.db");
+    assert!(
+        stderr(&out).contains(s(&expected))
+            || stderr(&out).contains(s(&dir.path().join("breadbox.db"))),
+        "names the full path: {}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "", "no key printed");
+    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+    for cmd in [
+        vec!["users", "list"],
+        vec!["links", "list"],
+        vec!["connections", "list"],
+        vec!["backup", "x.db"],
+    ] {
+        let out = run_bin_in(dir.path(), &cmd, &[]);
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}");
+    }
+    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+}
+
+#[test]
+fn links_create_urls_never_use_a_wildcard_host_and_warn_when_loopback() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("b.db");
+    let mut server = BinServer::start(&db, &[], &[]);
+    let user = admin(&db, &["users", "create", "--name", "Ana"]);
+    let uid = user["short_id"].as_str().expect("id").to_owned();
+    let create = |env: &[(&str, &str)], extra: &[&str]| {
+        let mut args = vec!["--database", s(&db), "links", "create", "--user", &uid];
+        args.extend_from_slice(extra);
+        run_bin(&args, env)
+    };
+    let first_line = |out: &Output| stdout(out).lines().next().unwrap_or("").to_owned();
+
+    let out = create(&[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(first_line(&out).starts_with("http://127.0.0.1:8080/link/"));
+    assert!(
+        stderr(&out).contains("only on this machine"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("server.public_url"));
+
+    let out = create(&[("BREADBOX_SERVER_LISTEN", "0.0.0.0:8094")], &[]);
+    assert!(
+        first_line(&out).starts_with("http://127.0.0.1:8094/link/"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stdout(&out).contains("0.0.0.0"));
+    assert!(stderr(&out).contains("server.public_url"));
+
+    let out = create(&[("BREADBOX_SERVER_LISTEN", "[::]:8094")], &[]);
+    assert!(first_line(&out).starts_with("http://[::1]:8094/link/"));
+    assert!(stderr(&out).contains("only on this machine"));
+
+    let out = create(&[("BREADBOX_SERVER_LISTEN", "192.168.1.20:8094")], &[]);
+    assert!(first_line(&out).starts_with("http://192.168.1.20:8094/link/"));
+    assert!(!stderr(&out).contains("only on this machine"));
+
+    let public = [("BREADBOX_SERVER_PUBLIC_URL", "https://bank.example.com/")];
+    let out = create(&public, &[]);
+    assert!(first_line(&out).starts_with("https://bank.example.com/link/"));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+
+    // --qr: the warning comes again right before the code.
+    let out = create(&[], &["--qr"]);
+    assert!(out.status.success());
+    assert_eq!(stderr(&out).matches("only on this machine").count(), 2);
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn a_read_only_database_or_directory_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let db = data.join("b.db");
+    let mut server = BinServer::start(&db, &[], &[]);
+    assert!(server.terminate().success());
+
+    let set = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
+    };
+    set(&db, 0o444);
+    let out = serve_fails(&["--database", s(&db)], &[], dir.path());
+    set(&db, 0o600);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("read-only"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(s(&db)), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+
+    set(&data, 0o555);
+    let out = serve_fails(&["--database", s(&db)], &[], dir.path());
+    set(&data, 0o700);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("read-only"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(s(&data)), "{}", stderr(&out));
+}
+
+#[test]
+fn a_corrupt_or_newer_database_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("b.db");
+    let mut server = BinServer::start(&db, &[], &[]);
+    let key = server.bootstrap_key();
+    for i in 0..200 {
+        create_user(
+            &server.base,
+            &key,
+            &format!("member {i} {}", "x".repeat(150)),
+        );
+    }
+    assert!(server.terminate().success());
+
+    // Newer schema: named with both versions.
+    {
+        let c = rusqlite::Connection::open(&db).expect("open");
+        c.pragma_update(None, "user_version", 99)
+            .expect("set version");
+    }
+    let out = serve_fails(&["--database", s(&db)], &[], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("99"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("newer"), "{}", stderr(&out));
+    {
+        let c = rusqlite::Connection::open(&db).expect("open");
+        c.pragma_update(None, "user_version", 4)
+            .expect("set version");
+    }
+
+    // Damage every page after the first two: the start stops and points at restore.
+    let mut bytes = std::fs::read(&db).expect("read");
+    let page = 4096;
+    assert!(bytes.len() > 4 * page, "{} bytes", bytes.len());
+    for (i, b) in bytes.iter_mut().enumerate().skip(2 * page) {
+        *b = (i % 251) as u8;
+    }
+    std::fs::write(&db, &bytes).expect("write");
+    let out = serve_fails(&["--database", s(&db)], &[], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("breadbox restore"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "", "no address printed");
+}
+
+#[test]
+fn sigterm_checkpoints_so_the_database_file_alone_holds_everything() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("b.db");
+    let env = [
+        ("BREADBOX_LIMITS_API_PER_MINUTE", "0"),
+        ("BREADBOX_LOG_LEVEL", "warn"),
+    ];
+    let mut server = BinServer::start(&db, &[], &env);
+    let key = server.bootstrap_key();
+    let user = create_user(&server.base, &key, "Ana");
+    let uid = user["id"].as_str().expect("id").to_owned();
+
+    // 1,000 sessions, from 8 clients at once, as fast as the server takes them.
+    let total = 1000;
+    let clients = 8;
+    let started = Instant::now();
+    let handles: Vec<_> = (0..clients)
+        .map(|c| {
+            let (base, key, uid) = (server.base.clone(), key.clone(), uid.clone());
+            std::thread::spawn(move || {
+                for _ in 0..total / clients {
+                    let body = json!({ "user_id": uid, "label": format!("client {c}") });
+                    let r = http(
+                        &base,
+                        "POST",
+                        "/api/v1/connections/link",
+                        Some(&key),
+                        Some(&body.to_string()),
+                    )
+                    .expect("create");
+                    assert_eq!(r.status, 201);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("client");
+    }
+    let writing = started.elapsed();
+    let wal = suffixed(&db, "-wal");
+    let wal_before = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    let stop = Instant::now();
+    let status = server.terminate();
+    let to_exit = stop.elapsed();
+    eprintln!(
+        "{total} sessions written in {writing:?}; WAL {wal_before} bytes; SIGTERM to exit {to_exit:?}"
+    );
+    assert!(status.success(), "{status:?}");
+    assert!(to_exit < Duration::from_secs(5), "{to_exit:?}");
+    let wal_after = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(wal_after, 0, "the WAL was folded into the database file");
+
+    // The database file alone (no -wal, no -shm) is the whole state.
+    let alone = tempfile::tempdir().expect("dir");
+    let copy = alone.path().join("copy.db");
+    std::fs::copy(&db, &copy).expect("copy");
+    let c = rusqlite::Connection::open(&copy).expect("open");
+    let n: i64 = c
+        .query_row("SELECT COUNT(*) FROM link_sessions", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(n, total as i64);
+}
+
+#[test]
+fn restore_is_refused_while_a_server_runs_and_works_once_it_stopped() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("live.db");
+    let mut server = BinServer::start(&db, &[], &[]);
+    let key = server.bootstrap_key();
+    let before = create_user(&server.base, &key, "Before");
+    let copy = dir.path().join("copy.db");
+    let out = run_bin(&["--database", s(&db), "backup", s(&copy)], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = create_user(&server.base, &key, "After");
+
+    let out = run_bin(&["--database", s(&db), "restore", s(&copy)], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("running"), "{}", stderr(&out));
+    // A second server is refused too: one server per database.
+    let second = serve_fails(&["--database", s(&db)], &[], dir.path());
+    assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+    let r = http(&server.base, "GET", "/api/v1/users", Some(&key), None).expect("get");
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("After"),
+        "untouched"
+    );
+
+    // Killed, not stopped: the newest rows are only in the -wal.
+    server.kill9();
+    let out = run_bin(&["--database", s(&db), "--json", "restore", s(&copy)], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_str(stdout(&out).trim()).expect("json");
+    let replaced = PathBuf::from(report["replaced"].as_str().expect("replaced path"));
+    assert!(!suffixed(&db, "-wal").exists() && !suffixed(&db, "-shm").exists());
+    assert_eq!(mode(&db), 0o600);
+
+    let mut server = BinServer::start(&db, &[], &[]);
+    let r = http(&server.base, "GET", "/api/v1/users", Some(&key), None).expect("get");
+    let users: Value = serde_json::from_slice(&r.body).expect("json");
+    let names: Vec<&str> = users["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["name"].as_str())
+        .collect();
+    assert_eq!(names, ["Before"], "{users}");
+    assert!(server.terminate().success());
+
+    // The replaced database is kept, with everything it had.
+    let c = rusqlite::Connection::open(&replaced).expect("open replaced");
+    let n: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM users WHERE id IN (?1, ?2)",
+            [
+                before["id"].as_str().unwrap_or(""),
+                after["id"].as_str().unwrap_or(""),
+            ],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(n, 2);
+
+    // A damaged copy or one without its key is refused, and nothing changes.
+    let bad = dir.path().join("bad.db");
+    std::fs::write(&bad, b"not a database at all, just some bytes").expect("write");
+    let out = run_bin(&["--database", s(&db), "restore", s(&bad)], &[]);
+    assert_ne!(out.status.code(), Some(0));
+    let keyless = dir.path().join("keyless").join("copy.db");
+    std::fs::create_dir(keyless.parent().expect("dir")).expect("mkdir");
+    std::fs::copy(&copy, &keyless).expect("copy");
+    std::fs::write(suffixed(&keyless, ".key"), "11".repeat(32)).expect("wrong key");
+    std::fs::write(suffixed(&db, ".key"), "22".repeat(32)).expect("wrong key");
+    let out = run_bin(&["--database", s(&db), "restore", s(&keyless)], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("key"), "{}", stderr(&out));
+}
+
+/// The fenced ```sh block that follows `marker` in the README.
+fn readme_block(marker: &str) -> String {
+    let readme = include_str!("../../README.md");
+    let at = readme
+        .find(marker)
+        .unwrap_or_else(|| panic!("README has {marker}"));
+    let rest = &readme[at..];
+    let start = rest.find("```sh\n").expect("a sh block") + "```sh\n".len();
+    let len = rest[start..].find("```").expect("block end");
+    rest[start..start + len].to_owned()
+}
+
+#[test]
+fn the_readme_backup_and_restore_steps_work_when_pasted() {
+    // The steps as an admin pastes them, with the system paths mapped into a
+    // temporary directory, and stand-ins for sudo (runs the command) and
+    // systemctl (stops the test's server; records the start).
+    let root = tempfile::tempdir().expect("root");
+    let map = |text: &str| {
+        [
+            "/etc/breadbox",
+            "/var/lib/breadbox",
+            "/var/backups/breadbox",
+        ]
+        .iter()
+        .fold(text.to_owned(), |t, p| {
+            t.replace(p, &format!("{}{p}", root.path().display()))
+        })
+    };
+    for d in [
+        "etc/breadbox",
+        "var/lib/breadbox",
+        "var/backups/breadbox",
+        "bin",
+        "state",
+    ] {
+        std::fs::create_dir_all(root.path().join(d)).expect("mkdir");
+    }
+    let cfg = root.path().join("etc/breadbox/breadbox.toml");
+    std::fs::write(
+        &cfg,
+        map(&format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[database]\npath = \"{}\"\n",
+            "/var/lib/breadbox/breadbox.db"
+        )),
+    )
+    .expect("config");
+    let db = root.path().join("var/lib/breadbox/breadbox.db");
+    let bin_dir = root.path().join("bin");
+    let state = root.path().join("state");
+    std::os::unix::fs::symlink(bin(), bin_dir.join("breadbox")).expect("link");
+    let shim = |name: &str, body: &str| {
+        let p = bin_dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("shim");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    };
+    shim("sudo", "if [ \"$1\" = -u ]; then shift 2; fi\nexec \"$@\"");
+    shim(
+        "systemctl",
+        &format!(
+            "S={}\ncase \"$1\" in\n\
+             stop) kill -TERM $(cat $S/pid); flock {} true; echo stopped >> $S/log ;;\n\
+             start) echo started >> $S/log ;;\n\
+             *) exit 1 ;;\nesac",
+            state.display(),
+            // The server holds its lock until it has checkpointed and exits.
+            suffixed(&db, ".lock").display()
+        ),
+    );
+    let run_steps = |marker: &str| {
+        let script = map(&readme_block(marker));
+        let path = format!(
+            "{}:{}",
+            bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = Command::new("sh")
+            .args(["-ec", &script])
+            .env("PATH", path)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{script}\n{}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    };
+
+    let server = BinServer::start(&db, &[], &[]);
+    let key = server.bootstrap_key();
+    std::fs::write(state.join("pid"), server.pid().to_string()).expect("pid");
+    create_user(&server.base, &key, "Kept");
+    run_steps("<!-- backup-steps -->");
+    create_user(&server.base, &key, "Lost");
+    run_steps("<!-- restore-steps -->");
+    let log = std::fs::read_to_string(state.join("log")).unwrap_or_default();
+    assert_eq!(log, "stopped\nstarted\n", "stop, restore, start");
+    drop(server);
+
+    let mut server = BinServer::start(&db, &[], &[]);
+    let r = http(&server.base, "GET", "/api/v1/users", Some(&key), None).expect("get");
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(text.contains("Kept") && !text.contains("Lost"), "{text}");
+    assert!(server.terminate().success());
+    assert_eq!(
+        bootstrap_key_in(&root.path().join("var/lib/breadbox")),
+        Some(key)
+    );
+}
