@@ -237,6 +237,15 @@ mod tests {
     }
 
     #[test]
+    fn open_files_soft_limit_reaches_the_hard_limit() {
+        use rustix::process::{getrlimit, Resource};
+        let now = raise_open_files_limit();
+        let lim = getrlimit(Resource::Nofile);
+        assert_eq!(lim.current, lim.maximum);
+        assert_eq!(now, lim.current);
+    }
+
+    #[test]
     fn write_private_fixes_an_existing_mode() {
         let dir = tempfile::tempdir().expect("dir");
         let f = dir.path().join("k");

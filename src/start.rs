@@ -59,7 +59,16 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         ))
     })?;
 
-    // 4. No other server (or restore) is using this database.
+    // 4. An existing database is sound, of a version we know, and opens with our key.
+    if db_path.exists() {
+        let conn = check::open_existing(&db_path).map_err(|e| bad_database(&db_path, &e))?;
+        check::check(&conn, false).map_err(|e| bad_database(&db_path, &e))?;
+        let stored = crate::bank::stored_key_check(&conn).map_err(runtime_problem)?;
+        crate::bank::check_key(key.as_ref(), stored.as_deref(), &db_path)
+            .map_err(config_problem)?;
+    }
+
+    // 5. No other server (or restore) is using this database.
     let dir = files::parent_dir(&db_path).to_owned();
     if !dir.exists() {
         files::create_private_dir(&dir).map_err(|e| {
@@ -72,15 +81,6 @@ pub fn serve(config: Config) -> Result<(), StartError> {
             db_path.display()
         ))
     })?;
-
-    // 5. An existing database is sound, of a version we know, and opens with our key.
-    if db_path.exists() {
-        let conn = check::open_existing(&db_path).map_err(|e| bad_database(&db_path, &e))?;
-        check::check(&conn, false).map_err(|e| bad_database(&db_path, &e))?;
-        let stored = crate::bank::stored_key_check(&conn).map_err(runtime_problem)?;
-        crate::bank::check_key(key.as_ref(), stored.as_deref(), &db_path)
-            .map_err(config_problem)?;
-    }
 
     // Everything that can fail has been checked: now create what is missing.
     let db = Db::open(&db_path, config.database.synchronous.as_pragma())

@@ -119,6 +119,11 @@ fn every_file_and_directory_created_is_private_whatever_the_umask() {
         logs.contains(s(&key_file)),
         "the log names the file: {logs}"
     );
+    assert!(
+        logs.contains(&format!("database {}", db.display())),
+        "the log names the database: {logs}"
+    );
+    assert!(logs.contains("no provider is configured"), "{logs}");
     assert!(!logs.contains(&key), "never the key");
     assert!(
         !server.stdout_lines.iter().any(|l| l.contains(&key)),
