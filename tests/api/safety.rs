@@ -351,6 +351,9 @@ fn a_corrupt_or_newer_database_is_refused_at_start() {
     assert!(server.terminate().success());
 
     // Newer schema: named with both versions.
+    let version: i64 = rusqlite::Connection::open(&db)
+        .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+        .expect("version");
     {
         let c = rusqlite::Connection::open(&db).expect("open");
         c.pragma_update(None, "user_version", 99)
@@ -360,9 +363,14 @@ fn a_corrupt_or_newer_database_is_refused_at_start() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("99"), "{}", stderr(&out));
     assert!(stderr(&out).contains("newer"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("schema version {version} at most")),
+        "names this build's version too: {}",
+        stderr(&out)
+    );
     {
         let c = rusqlite::Connection::open(&db).expect("open");
-        c.pragma_update(None, "user_version", 4)
+        c.pragma_update(None, "user_version", version)
             .expect("set version");
     }
 
@@ -507,6 +515,21 @@ fn restore_is_refused_while_a_server_runs_and_works_once_it_stopped() {
         .expect("count");
     assert_eq!(n, 2);
 
+    // A copy from a newer breadbox is refused naming both versions.
+    let newer = dir.path().join("newer.db");
+    std::fs::copy(&copy, &newer).expect("copy");
+    rusqlite::Connection::open(&newer)
+        .and_then(|c| c.pragma_update(None, "user_version", 99))
+        .expect("set version");
+    std::fs::copy(suffixed(&copy, ".key"), suffixed(&newer, ".key")).expect("key");
+    let out = run_bin(&["--database", s(&db), "restore", s(&newer)], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("99") && stderr(&out).contains("newer"),
+        "{}",
+        stderr(&out)
+    );
+
     // A damaged copy or one without its key is refused, and nothing changes.
     let bad = dir.path().join("bad.db");
     std::fs::write(&bad, b"not a database at all, just some bytes").expect("write");
@@ -632,4 +655,44 @@ fn the_readme_backup_and_restore_steps_work_when_pasted() {
         bootstrap_key_in(&root.path().join("var/lib/breadbox")),
         Some(key)
     );
+}
+
+#[test]
+fn on_a_terminal_the_bootstrap_key_is_printed_and_no_file_is_written() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("b.db");
+    let pid_file = dir.path().join("pid");
+    // util-linux `script` gives the server a pseudo-terminal as stdout.
+    let inner = format!(
+        "echo $$ > '{}'; exec '{}' --database '{}' serve --listen 127.0.0.1:0",
+        pid_file.display(),
+        bin().display(),
+        db.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("sh -c \"{inner}\""), "/dev/null"])
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script");
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = Vec::new();
+    for line in BufReader::new(out).lines() {
+        let line = line.expect("line");
+        let done = line.contains("breadbox listening on");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let pid = std::fs::read_to_string(&pid_file).expect("pid");
+    let _ = Command::new("kill").args(["-TERM", pid.trim()]).status();
+    let _ = child.wait();
+    assert!(
+        lines.iter().any(|l| l.trim().starts_with("bb_")),
+        "{lines:?}"
+    );
+    assert!(!dir.path().join("bootstrap-key.txt").exists());
 }
