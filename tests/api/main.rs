@@ -16,6 +16,7 @@ mod limits;
 mod link_sessions;
 mod openapi;
 mod provider_clients;
+mod restore;
 mod safety;
 mod users_keys;
 mod webhooks_worker;
