@@ -80,7 +80,7 @@ fn entity(raw: &str, what: &str) -> Result<EntityRef, Failure> {
 /// Run an admin command (everything but `serve`).
 pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
     if let Command::Restore { file } = &cli.command {
-        return super::restore::run(config, file, cli.json);
+        return super::backup::restore(config, file, cli.json);
     }
     require_database(&config.database.path)?;
     let db = Db::open(
@@ -93,7 +93,7 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
         Command::Serve { .. } | Command::Restore { .. } => {
             Err(bad("serve and restore are not admin commands"))
         }
-        Command::Backup { file } => backup(&db, config, file, json),
+        Command::Backup { file } => super::backup::backup(&db, config, file, json),
         Command::Users(UsersCommand::Create { name, email }) => {
             let body = CreateUser {
                 name: name.clone(),
@@ -469,87 +469,6 @@ fn follow(db: &Db, first: LinkSession, timeout: Option<u64>, json: bool) -> Resu
         }
         std::thread::sleep(FOLLOW_EVERY);
     }
-}
-
-/// `breadbox backup FILE`: `VACUUM INTO` a new file, and copy the key file
-/// (unless the key comes from the configuration) so the copy is usable alone.
-fn backup(db: &Db, config: &Config, file: &std::path::Path, json: bool) -> Result<(), Failure> {
-    if file.exists() {
-        return Err(bad(format!(
-            "{} already exists; choose a new file",
-            file.display()
-        )));
-    }
-    let dest = file
-        .to_str()
-        .ok_or_else(|| bad("the backup path must be valid UTF-8"))?
-        .to_owned();
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::files::create_private_dir(dir).map_err(|e| Failure {
-            message: format!("cannot create directory {}: {e}", dir.display()),
-            code: 1,
-        })?;
-    }
-    db.read(|c| Ok(c.execute("VACUUM INTO ?1", [&dest])?))?;
-    // The umask already makes it 0600; say so explicitly all the same.
-    std::fs::set_permissions(
-        file,
-        std::os::unix::fs::PermissionsExt::from_mode(crate::files::FILE_MODE),
-    )
-    .map_err(|e| Failure {
-        message: format!("cannot make {} private: {e}", file.display()),
-        code: 1,
-    })?;
-    let mut key_copy = None;
-    if config.security.encryption_key.is_none() {
-        let from = crate::crypto::key_file_path(&config.database.path).map_err(|m| Failure {
-            message: m,
-            code: 1,
-        })?;
-        if from.exists() {
-            let to = crate::crypto::key_file_path(file).map_err(|m| Failure {
-                message: m,
-                code: 1,
-            })?;
-            copy_private(&from, &to)?;
-            key_copy = Some(to);
-        }
-    }
-    if json {
-        print_json(&json!({"path": file, "key_file": key_copy}));
-    } else {
-        println!("backed up to {}", file.display());
-        match &key_copy {
-            Some(k) => println!(
-                "key file copied to {} — keep it as safe as the backup",
-                k.display()
-            ),
-            None => {
-                println!("the encryption key comes from your configuration; back it up separately")
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Copy a secret file to a new file readable only by its owner.
-fn copy_private(from: &std::path::Path, to: &std::path::Path) -> Result<(), Failure> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let fail = |e: std::io::Error| Failure {
-        message: format!("copying the key file to {}: {e}", to.display()),
-        code: 1,
-    };
-    let bytes = std::fs::read(from).map_err(fail)?;
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(to)
-        .map_err(fail)?;
-    out.write_all(&bytes)
-        .and_then(|()| out.sync_all())
-        .map_err(fail)
 }
 
 fn print_session_row(s: &crate::domain::link_session::LinkSession) {

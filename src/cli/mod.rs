@@ -186,6 +186,6 @@ impl Cli {
 }
 
 mod admin;
-mod restore;
+mod backup;
 
 pub use admin::{bootstrap_key, run_admin, Failure};

@@ -1,5 +1,7 @@
-//! `breadbox restore FILE`: put a backup in place of the database.
+//! `breadbox backup FILE` and `breadbox restore FILE`.
 //!
+//! Backup: `VACUUM INTO` a new file (0600) and copy the key file beside it.
+//! Restore puts a backup in place of the database:
 //! Refuses while a server holds the database lock; checks a private copy of
 //! the backup (`integrity_check`, schema version, that its key opens it);
 //! swaps it in with one rename; moves the old `-wal` along with the replaced
@@ -15,8 +17,10 @@ use serde_json::json;
 use crate::config::Config;
 use crate::crypto;
 use crate::db::check::{self, FileProblem};
+use crate::db::Db;
 use crate::files::{self, DatabaseLock, FILE_MODE};
 
+use super::admin::print_json;
 use super::Failure;
 
 fn fail(code: i32, message: impl Into<String>) -> Failure {
@@ -38,7 +42,7 @@ struct Candidate {
 }
 
 /// Run `breadbox restore FILE`.
-pub fn run(config: &Config, file: &Path, json: bool) -> Result<(), Failure> {
+pub fn restore(config: &Config, file: &Path, json: bool) -> Result<(), Failure> {
     let target = files::absolute(&config.database.path);
     let source = files::absolute(file);
     match fs::metadata(&source) {
@@ -105,7 +109,7 @@ pub fn run(config: &Config, file: &Path, json: bool) -> Result<(), Failure> {
     }
     let replaced = swapped?;
     if json {
-        super::admin::print_json(&json!({
+        print_json(&json!({
             "restored": source,
             "database": target,
             "replaced": replaced,
@@ -315,4 +319,90 @@ fn remove_with_sidecars(path: &Path) {
     for suffix in ["", "-wal", "-shm", "-journal", ".key"] {
         let _ = fs::remove_file(files::with_suffix(path, suffix));
     }
+}
+
+/// `breadbox backup FILE`: `VACUUM INTO` a new file, and copy the key file
+/// (unless the key comes from the configuration) so the copy is usable alone.
+pub(super) fn backup(
+    db: &Db,
+    config: &Config,
+    file: &std::path::Path,
+    json: bool,
+) -> Result<(), Failure> {
+    if file.exists() {
+        return Err(fail(
+            2,
+            format!("{} already exists; choose a new file", file.display()),
+        ));
+    }
+    let dest = file
+        .to_str()
+        .ok_or_else(|| fail(2, "the backup path must be valid UTF-8"))?
+        .to_owned();
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::files::create_private_dir(dir).map_err(|e| Failure {
+            message: format!("cannot create directory {}: {e}", dir.display()),
+            code: 1,
+        })?;
+    }
+    db.read(|c| Ok(c.execute("VACUUM INTO ?1", [&dest])?))?;
+    // The umask already makes it 0600; say so explicitly all the same.
+    std::fs::set_permissions(
+        file,
+        std::os::unix::fs::PermissionsExt::from_mode(crate::files::FILE_MODE),
+    )
+    .map_err(|e| Failure {
+        message: format!("cannot make {} private: {e}", file.display()),
+        code: 1,
+    })?;
+    let mut key_copy = None;
+    if config.security.encryption_key.is_none() {
+        let from = crate::crypto::key_file_path(&config.database.path).map_err(|m| Failure {
+            message: m,
+            code: 1,
+        })?;
+        if from.exists() {
+            let to = crate::crypto::key_file_path(file).map_err(|m| Failure {
+                message: m,
+                code: 1,
+            })?;
+            copy_private(&from, &to)?;
+            key_copy = Some(to);
+        }
+    }
+    if json {
+        print_json(&json!({"path": file, "key_file": key_copy}));
+    } else {
+        println!("backed up to {}", file.display());
+        match &key_copy {
+            Some(k) => println!(
+                "key file copied to {} — keep it as safe as the backup",
+                k.display()
+            ),
+            None => {
+                println!("the encryption key comes from your configuration; back it up separately")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copy a secret file to a new file readable only by its owner.
+fn copy_private(from: &std::path::Path, to: &std::path::Path) -> Result<(), Failure> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let fail = |e: std::io::Error| Failure {
+        message: format!("copying the key file to {}: {e}", to.display()),
+        code: 1,
+    };
+    let bytes = std::fs::read(from).map_err(fail)?;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .map_err(fail)?;
+    out.write_all(&bytes)
+        .and_then(|()| out.sync_all())
+        .map_err(fail)
 }
