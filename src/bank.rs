@@ -58,43 +58,88 @@ impl Bank {
 const KEY_CHECK: &str = "encryption_key_check";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"breadbox encryption key check";
 
-/// Load the encryption key (creating the key file on first start), check it
-/// against the database, and build the provider clients. Any problem stops
-/// the server with a message that says what to fix.
+/// Build the provider clients (reading Teller's certificate files) and
+/// unlock the credential cipher (see [`unlock`]). Any problem stops the
+/// server with a message that says what to fix; the certificate check comes
+/// first, before any file is created.
 pub fn setup(config: &Config, db: &Db, opts: &ClientOptions) -> Result<Bank, String> {
-    let key = crypto::load_or_create_key(
-        config.security.key_bytes(),
-        Path::new(&config.database.path),
-    )?;
-    let cipher = Cipher::new(&key);
-    db.write(|tx| match meta::get(tx, KEY_CHECK)? {
-        Some(sealed) => Ok(cipher.decrypt(&sealed, KEY_CHECK.as_bytes()).is_ok()),
-        None => {
-            meta::put(
-                tx,
-                KEY_CHECK,
-                &cipher.encrypt(KEY_CHECK_PLAINTEXT, KEY_CHECK.as_bytes()),
-            )?;
-            Ok(true)
-        }
-    })
-    .map_err(|e| format!("checking the encryption key: {e}"))
-    .and_then(|ok| {
-        ok.then_some(()).ok_or_else(|| {
-            "the encryption key does not match the one this database was written with \
-             ([security] encryption_key or the key file next to the database); \
-             refusing to start rather than lose the stored bank credentials"
-                .to_owned()
-        })
-    })?;
     let providers = Providers::with_options(&plaid_effective(config), &config.teller, opts)
         .map_err(|e| e.to_string())?;
+    let cipher = unlock(config, db)?;
     Ok(Bank {
         providers,
         cipher,
         plaid_keys: std::sync::Mutex::default(),
         plaid_key_fetches: std::sync::Mutex::default(),
     })
+}
+
+/// Whether `key` opens a database whose stored key check is `sealed`.
+pub fn key_opens(key: &[u8; 32], sealed: &[u8]) -> bool {
+    Cipher::new(key)
+        .decrypt(sealed, KEY_CHECK.as_bytes())
+        .is_ok()
+}
+
+/// The stored key check of the database behind `conn`, if it has one.
+pub fn stored_key_check(conn: &rusqlite::Connection) -> Result<Option<Vec<u8>>, String> {
+    meta::get_if_present(conn, KEY_CHECK)
+        .map_err(|e| format!("reading the encryption key check: {e}"))
+}
+
+/// Refuse a key that cannot open a database whose stored key check is
+/// `stored`: a missing key file, or a different key.
+pub fn check_key(
+    key: Option<&[u8; 32]>,
+    stored: Option<&[u8]>,
+    db_path: &Path,
+) -> Result<(), String> {
+    match (key, stored) {
+        (Some(key), Some(sealed)) if !key_opens(key, sealed) => Err(
+            "the encryption key does not match the one this database was written with \
+             ([security] encryption_key or the key file next to the database); \
+             refusing to start rather than lose the stored bank credentials"
+                .to_owned(),
+        ),
+        (None, Some(_)) => Err(format!(
+            "this database was written with an encryption key, but its key file {} is \
+             missing; put the key file back (from the backup it came with) or set \
+             [security] encryption_key",
+            crypto::key_file_path(db_path)?.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Load the encryption key and check it against the database. The key file
+/// is created (0600) only for a database that has never stored a key check;
+/// a database written with a key that is now missing or different is
+/// refused rather than losing the stored bank credentials.
+pub fn unlock(config: &Config, db: &Db) -> Result<Cipher, String> {
+    let db_path = Path::new(&config.database.path);
+    let key = crypto::load_key(config.security.key_bytes(), db_path)?;
+    let stored = db
+        .read(|c| meta::get(c, KEY_CHECK))
+        .map_err(|e| format!("checking the encryption key: {e}"))?;
+    check_key(key.as_ref(), stored.as_deref(), db_path)?;
+    let key = match key {
+        Some(key) => key,
+        None => crypto::create_key(db_path)?,
+    };
+    let cipher = Cipher::new(&key);
+    if stored.is_some() {
+        return Ok(cipher);
+    }
+    let sealed = cipher.encrypt(KEY_CHECK_PLAINTEXT, KEY_CHECK.as_bytes());
+    let existing = db
+        .write(|tx| match meta::get(tx, KEY_CHECK)? {
+            // Another process stored its check first.
+            Some(existing) => Ok(Some(existing)),
+            None => meta::put(tx, KEY_CHECK, &sealed).map(|()| None),
+        })
+        .map_err(|e| format!("storing the encryption key check: {e}"))?;
+    check_key(Some(&key), existing.as_deref(), db_path)?;
+    Ok(cipher)
 }
 
 /// Whether trying again may fix a failed call to `p`.

@@ -111,6 +111,27 @@ pub fn load_or_create_key(
     }
 }
 
+/// The encryption key without creating anything: `configured` when set, else
+/// the key file next to the database, or None when that file does not exist.
+pub fn load_key(configured: Option<[u8; 32]>, db_path: &Path) -> Result<Option<[u8; 32]>, String> {
+    if let Some(key) = configured {
+        return Ok(Some(key));
+    }
+    read_key_file(&key_file_path(db_path)?)
+}
+
+/// Create the key file next to the database (mode 0600) with a random key;
+/// an existing file is used as it is.
+pub fn create_key(db_path: &Path) -> Result<[u8; 32], String> {
+    create_key_file(&key_file_path(db_path)?)
+}
+
+/// The key stored in the key file at `path` (e.g. one beside a backup), or
+/// None when the file does not exist.
+pub fn read_key_at(path: &Path) -> Result<Option<[u8; 32]>, String> {
+    read_key_file(path)
+}
+
 /// `<dir>/<db file name>.key`; an empty parent means the working directory.
 pub fn key_file_path(db_path: &Path) -> Result<PathBuf, String> {
     let name = db_path.file_name().ok_or_else(|| {

@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod files;
 pub mod health_check;
 pub mod hosted;
 pub mod hygiene;
@@ -18,6 +19,7 @@ pub mod limits;
 pub mod provider_webhooks;
 pub mod providers;
 pub mod server;
+pub mod start;
 pub mod waiters;
 pub mod webhooks;
 

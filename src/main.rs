@@ -2,16 +2,17 @@
 //! start logging, run the command.
 #![forbid(unsafe_code)]
 
-use std::net::TcpListener;
 use std::process::ExitCode;
 
 use clap::Parser as _;
 
 use breadbox::cli::{self, Cli, Command};
-use breadbox::config::{self, Config};
-use breadbox::db::Db;
+use breadbox::config;
 
 fn main() -> ExitCode {
+    // Before any file is created: database, -wal, -shm, key file, backups,
+    // bootstrap-key.txt and new directories are private whatever the umask.
+    breadbox::files::restrict_umask();
     let cli = Cli::parse();
     let config = match config::load(&cli.flags(), std::env::vars()) {
         Ok(c) => c,
@@ -25,11 +26,11 @@ fn main() -> ExitCode {
         .parse_env("BREADBOX_LOG")
         .init();
     if let Command::Serve { .. } = cli.command {
-        return match serve(config) {
+        return match breadbox::start::serve(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("breadbox: {e:#}");
-                ExitCode::from(1)
+                eprintln!("breadbox: {}", e.message);
+                ExitCode::from(e.code)
             }
         };
     }
@@ -40,26 +41,4 @@ fn main() -> ExitCode {
             ExitCode::from(u8::try_from(f.code).unwrap_or(1))
         }
     }
-}
-
-#[actix_web::main]
-async fn serve(config: Config) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let db = Db::open(
-        &config.database.path,
-        config.database.synchronous.as_pragma(),
-    )
-    .with_context(|| format!("opening database {}", config.database.path.display()))?;
-    let listener = TcpListener::bind(config.server.listen)
-        .with_context(|| format!("listening on {}", config.server.listen))?;
-    let addr = listener.local_addr()?;
-    if let Some(key) = cli::bootstrap_key(&db)? {
-        println!("Created the first API key, named \"bootstrap\" (full_access). It is shown only this once:");
-        println!("{key}");
-        println!("Use it like this: curl -H 'X-API-Key: {key}' http://{addr}/api/v1/users");
-    }
-    println!("breadbox listening on http://{addr}");
-    log::info!("database {}", config.database.path.display());
-    breadbox::build(config, db, listener)?.await?;
-    Ok(())
 }

@@ -66,7 +66,7 @@ fn not_found(what: &str) -> Failure {
     }
 }
 
-fn print_json<T: Serialize>(v: &T) {
+pub(super) fn print_json<T: Serialize>(v: &T) {
     println!(
         "{}",
         serde_json::to_string(v).unwrap_or_else(|_| "null".into())
@@ -79,6 +79,10 @@ fn entity(raw: &str, what: &str) -> Result<EntityRef, Failure> {
 
 /// Run an admin command (everything but `serve`).
 pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
+    if let Command::Restore { file } = &cli.command {
+        return super::backup::restore(config, file, cli.json);
+    }
+    require_database(&config.database.path)?;
     let db = Db::open(
         &config.database.path,
         config.database.synchronous.as_pragma(),
@@ -86,8 +90,10 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
     .with_webhooks(config.webhooks.url.is_some());
     let json = cli.json;
     match &cli.command {
-        Command::Serve { .. } => Err(bad("serve is not an admin command")),
-        Command::Backup { file } => backup(&db, config, file, json),
+        Command::Serve { .. } | Command::Restore { .. } => {
+            Err(bad("serve and restore are not admin commands"))
+        }
+        Command::Backup { file } => super::backup::backup(&db, config, file, json),
         Command::Users(UsersCommand::Create { name, email }) => {
             let body = CreateUser {
                 name: name.clone(),
@@ -346,6 +352,50 @@ fn print_connection(c: &crate::domain::connection::Connection, json: bool) {
     }
 }
 
+/// Only `serve` and `restore` create a database: any other command run
+/// from the wrong directory (or with the wrong `--config`) stops here
+/// instead of creating an empty database and a key the server refuses.
+fn require_database(path: &std::path::Path) -> Result<(), Failure> {
+    if path.exists() {
+        return Ok(());
+    }
+    Err(bad(format!(
+        "no database at {} (from --database, BREADBOX_DATABASE_PATH, [database] path in the \
+         config file, or the default ./breadbox.db); pass the server's --config or --database \
+         (only `breadbox serve` creates a database)",
+        crate::files::absolute(path).display()
+    )))
+}
+
+/// The base URL `links create` prints links on: `server.public_url`, else
+/// `server.listen` with a wildcard address replaced by loopback. The second
+/// value is the warning to show when that URL only opens on this machine.
+pub(super) fn link_base(config: &Config) -> (String, Option<String>) {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    if let Some(base) = config.server.public_base() {
+        return (base, None);
+    }
+    let listen = config.server.listen;
+    let ip = match listen.ip() {
+        // A wildcard listens everywhere but is no address to open: 0.0.0.0 in
+        // a phone's browser goes nowhere. Loopback is honest (and warned
+        // about); a guessed host name may not resolve on the phone at all.
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let base = format!("http://{}", SocketAddr::new(ip, listen.port()));
+    let warning = ip.is_loopback().then(|| {
+        format!(
+            "warning: this link opens only on this machine ({base} comes from server.listen \
+             = {listen}); to open it on a phone or another computer, set server.public_url in \
+             the config (e.g. http://<this machine's LAN address>:{} or your HTTPS address)",
+            listen.port()
+        )
+    });
+    (base, warning)
+}
+
 fn create_link(db: &Db, config: &Config, args: &LinkCreateArgs, json: bool) -> Result<(), Failure> {
     let rules = crate::server::rules(config);
     let req = CreateRequest {
@@ -379,10 +429,10 @@ fn create_link(db: &Db, config: &Config, args: &LinkCreateArgs, json: bool) -> R
             sessions::insert(tx, new, &minter, time::now()).map(Some)
         })?
         .ok_or_else(|| not_found("user"))?;
-    let base = config
-        .server
-        .public_base()
-        .unwrap_or_else(|| format!("http://{}", config.server.listen));
+    let (base, warning) = link_base(config);
+    if let Some(w) = &warning {
+        eprintln!("{w}");
+    }
     let url = format!("{base}/link/{token}");
     if json {
         print_json(&Created {
@@ -400,6 +450,9 @@ fn create_link(db: &Db, config: &Config, args: &LinkCreateArgs, json: bool) -> R
         );
     }
     if args.qr {
+        if let Some(w) = &warning {
+            eprintln!("{w}");
+        }
         let code = qr_text(&url)?;
         if json {
             eprintln!("{code}");
@@ -479,72 +532,6 @@ fn follow(db: &Db, first: LinkSession, timeout: Option<u64>, json: bool) -> Resu
         }
         std::thread::sleep(FOLLOW_EVERY);
     }
-}
-
-/// `breadbox backup FILE`: `VACUUM INTO` a new file, and copy the key file
-/// (unless the key comes from the configuration) so the copy is usable alone.
-fn backup(db: &Db, config: &Config, file: &std::path::Path, json: bool) -> Result<(), Failure> {
-    if file.exists() {
-        return Err(bad(format!(
-            "{} already exists; choose a new file",
-            file.display()
-        )));
-    }
-    let dest = file
-        .to_str()
-        .ok_or_else(|| bad("the backup path must be valid UTF-8"))?
-        .to_owned();
-    db.read(|c| Ok(c.execute("VACUUM INTO ?1", [&dest])?))?;
-    let mut key_copy = None;
-    if config.security.encryption_key.is_none() {
-        let from = crate::crypto::key_file_path(&config.database.path).map_err(|m| Failure {
-            message: m,
-            code: 1,
-        })?;
-        if from.exists() {
-            let to = crate::crypto::key_file_path(file).map_err(|m| Failure {
-                message: m,
-                code: 1,
-            })?;
-            copy_private(&from, &to)?;
-            key_copy = Some(to);
-        }
-    }
-    if json {
-        print_json(&json!({"path": file, "key_file": key_copy}));
-    } else {
-        println!("backed up to {}", file.display());
-        match &key_copy {
-            Some(k) => println!(
-                "key file copied to {} — keep it as safe as the backup",
-                k.display()
-            ),
-            None => {
-                println!("the encryption key comes from your configuration; back it up separately")
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Copy a secret file to a new file readable only by its owner.
-fn copy_private(from: &std::path::Path, to: &std::path::Path) -> Result<(), Failure> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let fail = |e: std::io::Error| Failure {
-        message: format!("copying the key file to {}: {e}", to.display()),
-        code: 1,
-    };
-    let bytes = std::fs::read(from).map_err(fail)?;
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(to)
-        .map_err(fail)?;
-    out.write_all(&bytes)
-        .and_then(|()| out.sync_all())
-        .map_err(fail)
 }
 
 fn print_session_row(s: &crate::domain::link_session::LinkSession) {

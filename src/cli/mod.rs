@@ -54,6 +54,13 @@ pub enum Command {
         /// Where to write the copy (must not exist yet).
         file: PathBuf,
     },
+    /// Put a backup in place of the database (the server must be stopped):
+    /// checks the copy and its key file, swaps it in atomically, and keeps
+    /// the replaced database beside it.
+    Restore {
+        /// The backup to restore (made by `breadbox backup`).
+        file: PathBuf,
+    },
 }
 
 /// `breadbox users …`
@@ -190,5 +197,6 @@ impl Cli {
 }
 
 mod admin;
+mod backup;
 
 pub use admin::{bootstrap_key, run_admin, Failure};

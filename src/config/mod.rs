@@ -549,14 +549,44 @@ pub fn load<I: IntoIterator<Item = (String, String)>>(
     let mut config = Config::default();
     if let Some(path) = file {
         let text = read_config_file(&path)?;
-        let table = toml::from_str::<toml::Table>(&text)
+        let mut table = toml::from_str::<toml::Table>(&text)
             .map_err(|e| err(format!("config file {}: invalid TOML: {e}", path.display())))?;
+        let abs = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
+        if let Some(dir) = abs.parent() {
+            resolve_relative_paths(&mut table, dir);
+        }
         apply_table(&mut config, &table)?;
     }
     apply_env(&mut config, &env)?;
     apply_flags(&mut config, flags)?;
     config.validate()?;
     Ok(config)
+}
+
+/// Settings that name a file. A relative value in a config file means
+/// "relative to that file's directory" (so `path = "breadbox.db"` in
+/// `/etc/breadbox/breadbox.toml` is `/etc/breadbox/breadbox.db` whatever the
+/// working directory); values from the environment or flags stay relative to
+/// the working directory.
+const PATH_KEYS: &[(&str, &str)] = &[
+    ("database", "path"),
+    ("teller", "certificate_path"),
+    ("teller", "private_key_path"),
+];
+
+/// Rewrite the relative [`PATH_KEYS`] values in `table` against `dir`.
+fn resolve_relative_paths(table: &mut toml::Table, dir: &Path) {
+    for (section, name) in PATH_KEYS {
+        let value = table
+            .get_mut(*section)
+            .and_then(toml::Value::as_table_mut)
+            .and_then(|t| t.get_mut(*name));
+        if let Some(toml::Value::String(s)) = value {
+            if !s.is_empty() && Path::new(s.as_str()).is_relative() {
+                *s = dir.join(s.as_str()).to_string_lossy().into_owned();
+            }
+        }
+    }
 }
 
 /// Parse a TOML string only (no env, no flags), validated — used to test breadbox.toml.example.

@@ -180,7 +180,11 @@ fn precedence_is_file_then_env_then_flags() {
         c.server.public_base().as_deref(),
         Some("https://file.example")
     );
-    assert_eq!(c.database.path, PathBuf::from("file.db"));
+    assert_eq!(
+        c.database.path,
+        path.parent().expect("dir").join("file.db"),
+        "relative to the config file's directory"
+    );
     assert_eq!(c.limits.api_per_minute, 5);
     assert_eq!(c.limits.bad_api_key_per_minute, 30, "default kept");
 
@@ -838,4 +842,36 @@ fn connection_lifecycle_settings() {
         .expect_err("reserved")
         .0;
     assert!(e.contains("used by the server"), "{e}");
+}
+
+#[test]
+fn relative_paths_in_a_file_follow_the_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = dir.path().join("etc").join("breadbox.toml");
+    std::fs::create_dir_all(cfg.parent().expect("parent")).expect("mkdir");
+    std::fs::write(
+        &cfg,
+        "[database]\npath = \"data/bb.db\"\n[teller]\napplication_id = \"app_1\"\n\
+         certificate_path = \"certs/c.pem\"\nprivate_key_path = \"/abs/k.pem\"\n",
+    )
+    .expect("write");
+    let flags = Flags {
+        config: Some(cfg.clone()),
+        ..Flags::default()
+    };
+    let c = load(&flags, env(&[])).expect("load");
+    let etc = dir.path().join("etc");
+    assert_eq!(c.database.path, etc.join("data/bb.db"));
+    assert_eq!(
+        c.teller.certificate_path.as_deref(),
+        Some(etc.join("certs/c.pem").as_path())
+    );
+    assert_eq!(
+        c.teller.private_key_path.as_deref(),
+        Some(Path::new("/abs/k.pem")),
+        "absolute paths stay"
+    );
+    // The environment's relative value stays relative to the working directory.
+    let c = load(&flags, env(&[("BREADBOX_DATABASE_PATH", "here.db")])).expect("env");
+    assert_eq!(c.database.path, PathBuf::from("here.db"));
 }

@@ -1,11 +1,11 @@
 //! Facts about the database itself.
 
-use rusqlite::{OptionalExtension, Transaction};
+use rusqlite::{Connection, OptionalExtension, Transaction};
 
 use super::DbResult;
 
 /// A stored value.
-pub fn get(tx: &Transaction, key: &str) -> DbResult<Option<Vec<u8>>> {
+pub fn get(tx: &Connection, key: &str) -> DbResult<Option<Vec<u8>>> {
     Ok(tx
         .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
         .optional()?)
@@ -31,4 +31,19 @@ pub fn ping(conn: &rusqlite::Connection) -> DbResult<()> {
 /// a full disk or a read-only file shows up even when nothing else writes.
 pub fn write_probe(tx: &Transaction, now: crate::domain::time::Timestamp) -> DbResult<()> {
     put(tx, "ready_probe", &now.to_be_bytes())
+}
+
+/// A stored value, or None also when the database predates the meta table
+/// (a file not yet migrated, e.g. an old backup).
+pub fn get_if_present(c: &Connection, key: &str) -> DbResult<Option<Vec<u8>>> {
+    let has_table: bool = c.query_row(
+        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_table {
+        get(c, key)
+    } else {
+        Ok(None)
+    }
 }

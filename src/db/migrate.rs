@@ -15,14 +15,26 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_connection_health.sql"),
 ];
 
+/// The schema version this build writes.
+pub fn latest() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// Why a database of schema version `found` cannot be used by this build.
+pub fn too_new(found: i64) -> String {
+    format!(
+        "the database has schema version {found}, written by a newer breadbox; this build \
+         knows schema version {} at most: run the newer breadbox (or restore a backup made \
+         by this version with `breadbox restore FILE`)",
+        latest()
+    )
+}
+
 /// Apply whatever migrations this database has not seen yet.
 pub fn run(tx: &Transaction) -> DbResult<()> {
     let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let known = MIGRATIONS.len() as i64;
-    if current > known {
-        return Err(DbError::Corrupt(format!(
-            "database schema version {current} is newer than this program ({known}); upgrade breadbox"
-        )));
+    if current > latest() {
+        return Err(DbError::Corrupt(too_new(current)));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.execute_batch(sql)?;

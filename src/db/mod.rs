@@ -2,6 +2,7 @@
 //! helpers that move blocking work off the async workers.
 
 pub mod api_keys;
+pub mod check;
 pub mod connection_events;
 pub mod connections;
 pub mod events;
@@ -148,6 +149,16 @@ impl Db {
                 .probed_at
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
+    }
+
+    /// Copy everything in the `-wal` into the database file and truncate the
+    /// `-wal` to zero bytes, so the database file alone is the whole state
+    /// (run once the server has stopped; blocking). Returns false when a
+    /// reader kept part of the log busy.
+    pub fn checkpoint(&self) -> DbResult<bool> {
+        let conn = self.read.get()?;
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        Ok(busy == 0)
     }
 
     /// This handle, queueing webhooks for state changes when `on`.

@@ -388,6 +388,7 @@ fn cli_wait_exit_codes() {
     let dir = tempfile::tempdir().expect("dir");
     let db = dir.path().join("w.db");
     let dbs = db.to_str().unwrap_or("").to_owned();
+    crate::helpers::new_database(&db);
     let user = crate::helpers::admin(&db, &["users", "create", "--name", "Ana"]);
     let short = s(&user["short_id"]);
 
@@ -599,6 +600,7 @@ async fn webhook_queued_while_the_receiver_is_down_arrives_after_a_restart() {
     ];
     let dir = tempfile::tempdir().expect("dir");
     let db = dir.path().join("w.db");
+    crate::helpers::new_database(&db);
     let (_, link) = crate::helpers::admin_user_and_link(&db);
     let mut first = crate::helpers::BinServer::start(&db, &[], &env);
     let http = reqwest::Client::new();

@@ -12,27 +12,30 @@ fn stdout_json(out: &std::process::Output) -> Value {
 }
 
 #[test]
-fn serve_prints_a_bootstrap_key_once_and_it_works() {
+fn serve_writes_the_bootstrap_key_once_to_a_private_file_when_not_on_a_terminal() {
     let dir = tempfile::tempdir().expect("dir");
     let db = dir.path().join("b.db");
     let mut server = BinServer::start(&db, &[], &[]);
     let key = server.bootstrap_key();
-    assert!(
-        server.stdout_lines.iter().any(|l| l.contains("X-API-Key")),
-        "one line on how to use it"
-    );
+    let file = std::fs::read_to_string(dir.path().join("bootstrap-key.txt")).expect("file");
+    assert!(file.contains("X-API-Key"), "one line on how to use it");
     let status = reqwest::blocking_get_status(&format!("{}/api/v1/users", server.base), &key);
     assert_eq!(status, 200);
     assert!(
         !server.logs().contains(&key),
         "the key never reaches the log"
     );
+    assert!(
+        !server.stdout_lines.iter().any(|l| l.contains(&key)),
+        "nor stdout, which is not a terminal here"
+    );
     assert!(server.terminate().success() || cfg!(not(unix)));
 
-    let server = BinServer::start(&db, &[], &[]);
+    std::fs::remove_file(dir.path().join("bootstrap-key.txt")).expect("admin deletes it");
+    let _server = BinServer::start(&db, &[], &[]);
     assert!(
-        !server.stdout_lines.iter().any(|l| l.starts_with("bb_")),
-        "printed only once"
+        !dir.path().join("bootstrap-key.txt").exists(),
+        "made only once"
     );
 }
 
@@ -342,12 +345,14 @@ fn backup_while_serving_then_restore() {
     assert_eq!(ok, "ok");
     drop(check);
 
-    // Restore = run the server on the copy: same key, same data, key check passes.
-    let restored = BinServer::start(&copy, &[], &[]);
+    // Restore = `breadbox restore` with the server stopped: same key, same data.
+    let out = run_bin(&["--database", &dbs, "restore", &copys], &[]);
     assert!(
-        !restored.stdout_lines.iter().any(|l| l.starts_with("bb_")),
-        "keys came along"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let restored = BinServer::start(&db, &[], &[]);
     let (status, body) = reqwest::request(
         "GET",
         &format!(

@@ -18,9 +18,9 @@ use serde_json::{json, Value};
 use crate::helpers::BinServer;
 
 /// A complete HTTP response (status and body) read from a raw socket.
-struct RawResponse {
-    status: u16,
-    body: Vec<u8>,
+pub(crate) struct RawResponse {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
 }
 
 /// Decode a `Transfer-Encoding: chunked` body; `None` when it is cut short.
@@ -45,7 +45,7 @@ fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
 
 /// A tiny blocking HTTP/1.1 client (`Connection: close`). A response that is
 /// cut short (the server died mid-answer) is an error, never a success.
-fn http(
+pub(crate) fn http(
     base: &str,
     method: &str,
     path: &str,
@@ -299,12 +299,7 @@ fn sessions_answered_201_survive_kill_9() {
     ];
 
     let mut server = BinServer::start(&db, &[], &env);
-    let key = server
-        .stdout_lines
-        .iter()
-        .find(|l| l.starts_with("bb_"))
-        .map(|l| l.trim().to_owned())
-        .expect("the first start prints the bootstrap key");
+    let key = server.bootstrap_key();
     let r = http(
         &server.base,
         "POST",
@@ -362,8 +357,9 @@ fn sessions_answered_201_survive_kill_9() {
         survived += 1;
 
         server = BinServer::start(&db, &[], &env);
-        assert!(
-            !server.stdout_lines.iter().any(|l| l.starts_with("bb_")),
+        assert_eq!(
+            server.bootstrap_key(),
+            key,
             "round {round}: a restart must not mint another bootstrap key"
         );
         round += 1;

@@ -233,9 +233,27 @@ impl TestApp {
     }
 }
 
+/// The key in `dir/bootstrap-key.txt`, if that file exists.
+pub fn bootstrap_key_in(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("bootstrap-key.txt")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with("bb_"))
+        .map(|l| l.trim().to_owned())
+}
+
 /// The built `breadbox` binary.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_breadbox"))
+}
+
+/// Run the binary to completion in the working directory `dir`.
+pub fn run_bin_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(dir).args(args).env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run breadbox")
 }
 
 /// Run the binary to completion with `args` and extra environment.
@@ -258,6 +276,8 @@ pub struct BinServer {
     /// Everything printed on stderr so far (log lines), filled by a thread.
     pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
     stdout: Option<mpsc::Receiver<String>>,
+    /// The database file it serves.
+    pub db: PathBuf,
 }
 
 impl BinServer {
@@ -282,6 +302,7 @@ impl BinServer {
             stdout_lines: Vec::new(),
             stderr: std::sync::Arc::new(std::sync::Mutex::new(String::new())),
             stdout: None,
+            db: db.to_owned(),
         };
         let stdout = server.child.stdout.take().expect("stdout");
         let stderr = server.child.stderr.take().expect("stderr");
@@ -325,13 +346,11 @@ impl BinServer {
         }
     }
 
-    /// The bootstrap key printed on a first start.
+    /// The bootstrap key of a first start: its stdout is not a terminal, so
+    /// the key is in `bootstrap-key.txt` beside the database.
     pub fn bootstrap_key(&self) -> String {
-        self.stdout_lines
-            .iter()
-            .find(|l| l.starts_with("bb_"))
-            .cloned()
-            .expect("the bootstrap key was printed")
+        bootstrap_key_in(self.db.parent().expect("database directory"))
+            .expect("the first start wrote bootstrap-key.txt")
     }
 
     /// The log text so far.
@@ -419,6 +438,12 @@ pub fn admin(db: &Path, args: &[&str]) -> serde_json::Value {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().count(), 1, "one JSON document: {text}");
     serde_json::from_str(&text).expect("stdout is JSON")
+}
+
+/// Create (and migrate) an empty database at `db`, as `breadbox serve`
+/// would: admin commands refuse a database that does not exist.
+pub fn new_database(db: &Path) {
+    Db::open(db, "FULL").expect("create database");
 }
 
 /// A user and a fresh link for them, made with the CLI on `db`.

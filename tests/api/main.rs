@@ -23,6 +23,8 @@ mod page_oauth;
 mod provider_clients;
 mod provider_webhooks;
 mod readme_walkthrough;
+mod restore;
+mod safety;
 mod secrets_at_rest;
 mod storage_faults;
 mod users_keys;
