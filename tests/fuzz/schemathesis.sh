@@ -5,7 +5,7 @@
 #   Schemathesis;
 # - starts target/debug/breadbox (built when missing, or always with
 #   SCHEMATHESIS_BUILD=1) on a fresh temporary database, port 0, 127.0.0.1;
-# - reads the bootstrap key and the address it prints;
+# - reads the address it prints and the bootstrap key from bootstrap-key.txt;
 # - runs Schemathesis on http://ADDR/openapi.json with the key as X-API-Key.
 #
 # Environment:
@@ -89,7 +89,8 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 ADDR=$(sed -n 's#^breadbox listening on http://##p' "$WORK/stdout")
-KEY=$(grep -m1 -o '^bb_[0-9A-Za-z]*' "$WORK/stdout" || true)
+# Off a terminal the first key goes to bootstrap-key.txt beside the database.
+KEY=$(grep -m1 -o '^bb_[0-9A-Za-z]*' "$WORK/bootstrap-key.txt" 2>/dev/null || true)
 [[ -n "$ADDR" ]] || die "server did not start within 30 s"
 [[ -n "$KEY" ]] || die "no bootstrap key printed (database not fresh?)"
 echo "== server on http://$ADDR (pid $SERVER_PID)" >&2
