@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod bank;
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod domain;
 pub mod error;
 pub mod hosted;
 pub mod hygiene;
+pub mod mcp;
 pub mod limits;
 pub mod providers;
 pub mod server;
