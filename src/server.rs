@@ -81,11 +81,19 @@ pub fn build_with(
     spawn_sweeper(state.clone().into_inner());
     crate::waiters::spawn_cross_process_watch(state.waiters.clone(), &state.config.database.path);
     let data = state.clone();
+    // One MCP session table for every worker: a session's requests may land
+    // on any of them.
+    let mcp_sessions = crate::mcp::http::sessions();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .wrap(actix_web::middleware::from_fn(crate::hygiene::middleware))
             .wrap(access_log())
+            .configure(|cfg| {
+                if data.config.mcp.enabled {
+                    cfg.service(crate::mcp::http::service(&data, mcp_sessions.clone()));
+                }
+            })
             .configure(routes)
     })
     .listen(listener)?

@@ -325,8 +325,39 @@ pub async fn events(
     }))
 }
 
+/// A short plain text an assistant can send the person as is: whom the
+/// link is for, what to do, and when it stops working (`now` and
+/// `expires_at` in Unix seconds; shown in UTC).
+pub fn relay_message(for_name: &str, url: &str, relink: bool, expires_at: i64, now: i64) -> String {
+    let minutes = ((expires_at - now).max(0) + 59) / 60;
+    let what = if relink {
+        "reconnect your bank account"
+    } else {
+        "connect your bank account"
+    };
+    let at = time::rfc3339(expires_at);
+    let clock = at.get(11..16).unwrap_or(&at);
+    let unit = if minutes == 1 { "minute" } else { "minutes" };
+    format!(
+        "Hi {for_name}, please open this link to {what}: {url}\n\
+         Pick your bank and sign in on the bank's own page (your password is never shared with us). \
+         This link is only for {for_name} (if you are not {for_name}, don't continue) and it expires in \
+         {minutes} {unit} (at {clock} UTC)."
+    )
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn relay_message_says_who_what_and_when() {
+        let m = relay_message("Ana", "http://x/link/t", false, 1_000_900, 1_000_000);
+        assert!(m.contains("Hi Ana"), "{m}");
+        assert!(m.contains("http://x/link/t"), "{m}");
+        assert!(m.contains("expires in 15 minutes"), "{m}");
+        assert!(m.contains("UTC"), "{m}");
+    }
+
     use super::*;
 
     #[test]

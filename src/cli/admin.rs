@@ -79,6 +79,9 @@ fn entity(raw: &str, what: &str) -> Result<EntityRef, Failure> {
 
 /// Run an admin command (everything but `serve`).
 pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
+    if let Command::Mcp { api_key_file } = &cli.command {
+        return mcp(config, api_key_file.as_deref());
+    }
     let db = Db::open(
         &config.database.path,
         config.database.synchronous.as_pragma(),
@@ -87,6 +90,7 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
     let json = cli.json;
     match &cli.command {
         Command::Serve { .. } => Err(bad("serve is not an admin command")),
+        Command::Mcp { .. } => Err(bad("mcp is handled above")),
         Command::Backup { file } => backup(&db, config, file, json),
         Command::Users(UsersCommand::Create { name, email }) => {
             let body = CreateUser {
@@ -523,4 +527,35 @@ pub fn bootstrap_key(db: &Db) -> Result<Option<String>, db::DbError> {
         let (_, plain) = api_keys::insert(tx, "bootstrap", Scope::FullAccess, time::now())?;
         Ok(Some(plain.expose().to_owned()))
     })
+}
+
+/// `breadbox mcp`: MCP on stdio over an existing database, as one API key.
+fn mcp(config: &Config, key_file: Option<&std::path::Path>) -> Result<(), Failure> {
+    let path = &config.database.path;
+    if !path.exists() {
+        let full = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+        return Err(bad(format!(
+            "no database at {} (run `breadbox serve` there first, or pass --database)",
+            full.display()
+        )));
+    }
+    let key = match key_file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| bad(format!("--api-key-file {}: {e}", f.display())))?,
+        None => std::env::var("BREADBOX_API_KEY").map_err(|_| {
+            bad("set BREADBOX_API_KEY (or pass --api-key-file) to the API key the assistant acts as")
+        })?,
+    };
+    let db = Db::open(path, config.database.synchronous.as_pragma())?
+        .with_webhooks(config.webhooks.url.is_some());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure {
+            message: format!("cannot start the runtime: {e}"),
+            code: 1,
+        })?;
+    runtime
+        .block_on(crate::mcp::stdio::serve(config.clone(), db, key.trim()))
+        .map_err(|message| Failure { message, code: 2 })
 }
