@@ -14,7 +14,7 @@ use std::sync::Arc;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{HttpServiceFactory, Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
-use actix_web::middleware::{from_fn, DefaultHeaders, Next};
+use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, FromRequest as _, HttpMessage as _, ResponseError as _};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp_actix_web::transport::StreamableHttpService;
@@ -46,8 +46,21 @@ pub fn service(
         .build()
         .scope_with_path("/mcp")
         .wrap(from_fn(authenticate))
-        // Tool results carry link tokens and URLs: nothing may cache them.
-        .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
+        .wrap(from_fn(no_store))
+}
+
+/// Tool results carry link tokens and URLs: nothing may keep any response
+/// (rmcp's own `no-cache` on event streams is tightened to `no-store`).
+async fn no_store(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let mut res = next.call(req).await?;
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    Ok(res)
 }
 
 /// Authenticate like `/api/v1` (`X-API-Key` or `Authorization: Bearer`,

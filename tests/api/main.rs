@@ -14,6 +14,7 @@ mod hosted;
 mod hostile;
 mod hygiene;
 mod limits;
+mod mcp;
 mod link_sessions;
 mod openapi;
 mod provider_clients;
