@@ -96,6 +96,14 @@ pub fn build_with(
             })
             .configure(routes)
     })
+    // MCP answers stream (server-sent events: several small writes per
+    // answer); without TCP_NODELAY, Nagle's algorithm holds each later write
+    // until the client's delayed ACK (~40 ms).
+    .on_connect(|conn, _| {
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
+    })
     .listen(listener)?
     .client_request_timeout(Duration::from_secs(10))
     .client_disconnect_timeout(Duration::from_secs(2))
