@@ -92,8 +92,10 @@ where
                 let stored = Stored {
                     fingerprint: k.fingerprint.clone(),
                     status: produced.reply.status,
-                    sealed_body: cipher
-                        .encrypt(produced.reply.body.as_bytes(), &seal_context(&owner, &k.key)),
+                    sealed_body: cipher.encrypt(
+                        produced.reply.body.as_bytes(),
+                        &seal_context(&owner, &k.key),
+                    ),
                 };
                 idempotency::put(tx, &owner, &k.key, &stored, now)?;
             }

@@ -81,7 +81,9 @@ async fn authenticate(
                 key: auth.key,
                 public_base,
             });
-            next.call(req).await.map(ServiceResponse::map_into_left_body)
+            next.call(req)
+                .await
+                .map(ServiceResponse::map_into_left_body)
         }
     }
 }

@@ -54,7 +54,9 @@ impl Breadbox {
                 "Send this message to the person, then call wait_for_bank_link with id {id} \
                  until the status is completed, consumed, failed or expired:\n\n{message}"
             );
-            return self.outcome("pending", session, &url, message, Some(text)).await;
+            return self
+                .outcome("pending", session, &url, message, Some(text))
+                .await;
         }
 
         let until_expiry = u64::try_from(session.expires_at - time::now()).unwrap_or(0);
@@ -84,9 +86,7 @@ impl Breadbox {
                     Some(_) => app::link_sessions::get(state, &id).await?,
                     None => session,
                 };
-                return self
-                    .outcome("declined", session, &url, message, None)
-                    .await;
+                return self.outcome("declined", session, &url, message, None).await;
             }
             Err(e) => {
                 log::warn!("URL elicitation failed, answering with the link instead: {e}");

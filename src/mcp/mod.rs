@@ -56,7 +56,10 @@ enum Identity {
     PerRequest,
     /// stdio: one key (looked up again on every call, so revoking it stops
     /// the server's tools at once).
-    Fixed { key_hash: String, public_base: String },
+    Fixed {
+        key_hash: String,
+        public_base: String,
+    },
 }
 
 /// The MCP server: tool list and dispatch over [`AppState`].
@@ -132,12 +135,12 @@ impl Breadbox {
 
     async fn caller(&self, ctx: &RequestContext<RoleServer>) -> Result<Caller, ApiError> {
         match &self.identity {
-            Identity::PerRequest => rmcp_actix_web::transport::on_request_extensions(
-                &ctx.extensions,
-            )
-            .and_then(|e| e.get::<Caller>())
-            .cloned()
-            .ok_or(ApiError::MissingCredentials),
+            Identity::PerRequest => {
+                rmcp_actix_web::transport::on_request_extensions(&ctx.extensions)
+                    .and_then(|e| e.get::<Caller>())
+                    .cloned()
+                    .ok_or(ApiError::MissingCredentials)
+            }
             Identity::Fixed {
                 key_hash,
                 public_base,

@@ -40,7 +40,10 @@ pub fn session() -> Value {
 /// A session as created: the session plus `token`, `url` and `message`.
 pub fn created_session() -> Value {
     let mut s = session();
-    let props = s["properties"].as_object_mut().map(std::mem::take).unwrap_or_default();
+    let props = s["properties"]
+        .as_object_mut()
+        .map(std::mem::take)
+        .unwrap_or_default();
     let mut props: Map<String, Value> = props;
     props.insert(
         "token".into(),

@@ -200,13 +200,7 @@ async fn mcp_without_a_valid_key_is_401_with_the_envelope() {
     assert_eq!(r.status, 401, "{}", r.text);
     assert_eq!(r.code(), "MISSING_CREDENTIALS");
     let bad = "bb_".to_owned() + &"x".repeat(32);
-    let r = crate::helpers::read(
-        post(Some(("X-API-Key", bad)))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let r = crate::helpers::read(post(Some(("X-API-Key", bad))).send().await.expect("send")).await;
     assert_eq!(r.status, 401, "{}", r.text);
     assert_eq!(r.code(), "INVALID_API_KEY");
     let res = post(Some(("Authorization", format!("Bearer {}", app.key))))
