@@ -7,10 +7,10 @@ use serde_json::json;
 
 use super::{required_json, route, RouteEntry};
 use crate::app::api_keys as ops;
+use crate::app::AppState;
 use crate::auth::Auth;
 use crate::domain::api_key::{CreateApiKey, Scope};
 use crate::error::ApiError;
-use crate::server::AppState;
 
 pub use crate::app::api_keys::{CreatedKey, MAX_API_KEYS};
 

@@ -8,11 +8,11 @@ use serde_json::json;
 
 use super::{parse_json, parse_query, read_body, route, RouteEntry};
 use crate::app::connections as ops;
+use crate::app::AppState;
 use crate::auth::Auth;
 use crate::domain::api_key::Scope;
 use crate::domain::link_session::RelinkRequest;
 use crate::error::ApiError;
-use crate::server::AppState;
 
 /// The routes of this module.
 pub fn routes() -> Vec<RouteEntry> {

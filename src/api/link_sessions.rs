@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::idempotency::respond;
 use super::{parse_query, parse_required_json, read_body, route, RouteEntry};
 use crate::app::link_sessions::{self as ops, ListParams, MAX_WAIT};
+use crate::app::AppState;
 use crate::auth::{Auth, Presented};
 use crate::db::link_sessions as store;
 use crate::domain::api_key::Scope;
@@ -17,7 +18,6 @@ use crate::domain::ids::EntityRef;
 use crate::domain::link_session::CreateRequest;
 use crate::domain::time;
 use crate::error::ApiError;
-use crate::server::AppState;
 
 pub use crate::app::link_sessions::{failure, list_filter, Created};
 

@@ -6,11 +6,11 @@ use serde_json::json;
 
 use super::{required_json, route, RouteEntry};
 use crate::app::users as ops;
+use crate::app::AppState;
 use crate::auth::Auth;
 use crate::domain::api_key::Scope;
 use crate::domain::user::CreateUser;
 use crate::error::ApiError;
-use crate::server::AppState;
 
 pub use crate::app::users::MAX_USERS;
 

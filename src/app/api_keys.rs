@@ -69,3 +69,41 @@ pub async fn find_by_hash(state: &AppState, hash: String) -> Result<Option<ApiKe
         .read_async(move |c| api_keys::find_by_hash(c, &hash))
         .await?)
 }
+
+/// How often `last_used_at` is written for one key, at most.
+const TOUCH_EVERY_SECS: i64 = 60;
+
+/// Record use of a key, writing at most once a minute per key and never on
+/// the caller's path (the write runs in the background; needs a Tokio
+/// runtime).
+pub fn record_use(state: &AppState, key: &ApiKey) {
+    let now = time::now();
+    if key.last_used_at.is_some_and(|t| now - t < TOUCH_EVERY_SECS) {
+        return;
+    }
+    {
+        let Ok(mut seen) = state.key_touches.lock() else {
+            return;
+        };
+        if seen
+            .get(&key.id)
+            .is_some_and(|&t| now - t < TOUCH_EVERY_SECS)
+        {
+            return;
+        }
+        if seen.len() > 10_000 {
+            seen.clear();
+        }
+        seen.insert(key.id.clone(), now);
+    }
+    let db = state.db.clone();
+    let id = key.id.clone();
+    tokio::spawn(async move {
+        if let Err(e) = db
+            .write_async(move |tx| api_keys::touch(tx, &id, now))
+            .await
+        {
+            log::warn!("could not record API key use: {e}");
+        }
+    });
+}

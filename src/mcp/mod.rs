@@ -151,6 +151,7 @@ impl Breadbox {
                 if key.revoked_at.is_some() {
                     return Err(ApiError::RevokedApiKey);
                 }
+                app::api_keys::record_use(&self.state, &key);
                 Ok(Caller {
                     key,
                     public_base: public_base.clone(),
