@@ -101,7 +101,12 @@ impl Breadbox {
                 break;
             }
             let slice = (deadline - now).min(Duration::from_secs(app::link_sessions::MAX_WAIT));
-            current = app::link_sessions::wait(state, current, slice).await?;
+            let previous = current.clone();
+            tokio::select! {
+                next = app::link_sessions::wait(state, previous, slice) => current = next?,
+                // The client gave up on the call: stop waiting, nothing more to send.
+                () = ctx.ct.cancelled() => return Err(ApiError::RequestTimeout),
+            }
             if state.waiters.is_closing() {
                 break;
             }

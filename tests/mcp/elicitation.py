@@ -8,7 +8,7 @@ import asyncio
 
 import mcp_types as types
 
-from common import KEY, call, check, emit, http_client, page_complete, structured
+from common import KEY, call, check, emit, error_code, http_client, page_complete, structured
 
 asked = []
 completed = []
@@ -59,9 +59,24 @@ async def main():
                          "link_bank_account")
         check(out["outcome"] == "pending", f"fallback outcome {out['outcome']}")
         check("/link/" in out["url"] and out["url"] in out["message"], "fallback url + message")
+        r = await call(c, "link_bank_account", {"user_id": "nobody12"})
+        check(error_code(r, "link_bank_account") == "NOT_FOUND", "unknown member")
+        r = await call(c, "link_bank_account", {"user_id": ana["id"], "timeout_seconds": 0})
+        check(error_code(r, "link_bank_account") == "VALIDATION_ERROR", "timeout 0")
         r = await call(c, "link_bank_account", {"user_id": ana["id"]})
         text = " ".join(getattr(b, "text", "") for b in r.content)
         check("wait_for_bank_link" in text, f"fallback text {text!r}")
+
+
+    async def decline(ctx, params):
+        return types.ElicitResult(action="decline")
+
+    async with http_client(KEY, elicitation_callback=decline) as c:
+        ana = structured(await call(c, "list_members"), "list_members")["users"][0]
+        out = structured(await call(c, "link_bank_account", {"user_id": ana["id"]}),
+                         "link_bank_account")
+        check(out["outcome"] == "declined", f"declined outcome {out['outcome']}")
+        check(out["session"]["status"] == "failed", "a declined link is canceled")
 
 
 asyncio.run(main())

@@ -18,6 +18,8 @@ async def main():
         check(ana["name"] == "Ana Example" and ana["email"] is None, f"member {ana}")
         r = await call(c, "create_member", {"name": ""})
         check(error_code(r, "create_member") == "VALIDATION_ERROR", "empty name")
+        r = await call(c, "list_members", {"everyone": True})
+        check(error_code(r, "list_members") == "VALIDATION_ERROR", "list_members unknown field")
         members = structured(await call(c, "list_members"), "list_members")["users"]
         check(any(m["id"] == ana["id"] for m in members), "list_members lacks Ana")
 
