@@ -211,7 +211,7 @@ pub fn parse_query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError
 
 /// A path `{id}`: UUID or short id, else 404.
 pub fn entity_ref(raw: &str, what: &str) -> Result<crate::domain::ids::EntityRef, ApiError> {
-    crate::domain::ids::EntityRef::parse(raw).ok_or_else(|| ApiError::NotFound(what.into()))
+    crate::app::entity_ref(raw, what)
 }
 
 /// `scheme://host[:port]` (no trailing slash) that links are built on:
