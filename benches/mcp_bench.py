@@ -173,6 +173,30 @@ async def thousand_waiters(host, port, key, pid, n, rest):
     return rss, threads, early, answered, slowest
 
 
+async def rest_get(host, port, key, path, done):
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nX-API-Key: {key}\r\n"
+                  "Connection: close\r\n\r\n").encode())
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    done.append(b'"status":"failed"' in data)
+
+
+async def thousand_long_polls(host, port, key, pid, n, rest):
+    """The same with the REST long-poll, for comparison."""
+    user = rest.call("POST", "/api/v1/users", {"name": "Bench REST"})[1]
+    session = rest.call("POST", "/api/v1/connections/link", {"user_id": user["id"]})[1]
+    done = []
+    path = f"/api/v1/connections/link/{session['id']}?wait=60"
+    tasks = [asyncio.create_task(rest_get(host, port, key, path, done)) for _ in range(n)]
+    await asyncio.sleep(5)
+    rss, threads = status_of(pid)
+    await asyncio.to_thread(rest.call, "POST", f"/api/v1/connections/link/{session['id']}/cancel")
+    await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
+    return rss, threads, sum(done)
+
+
 def latencies(host, port, key, rest, n):
     user = rest.call("POST", "/api/v1/users", {"name": "Latency"})[1]
     mcp = Mcp(host, port, key)
@@ -206,6 +230,10 @@ def main():
             rest_med, mcp_med = latencies(host, port, key, rest, a.mints)
             rss, threads, early, answered, slowest = asyncio.run(
                 thousand_waiters(host, port, key, proc.pid, a.waiters, rest))
+            time.sleep(2)
+            after_rss, after_threads = status_of(proc.pid)
+            lp_rss, lp_threads, lp_answered = asyncio.run(
+                thousand_long_polls(host, port, key, proc.pid, a.waiters, rest))
         finally:
             proc.terminate()
             try:
@@ -219,6 +247,9 @@ def main():
         ("waiters answered before the cancel (should be 0)", str(early)),
         ("waiters answered 'failed' after the cancel", f"{answered}/{a.waiters} "
                                                        f"(last after {slowest:.2f} s)"),
+        ("after they were answered: RSS / threads", f"{after_rss} MiB / {after_threads}"),
+        (f"for comparison, {a.waiters} REST ?wait=60 long-polls: RSS / threads",
+         f"{lp_rss} MiB / {lp_threads} ({lp_answered} answered 'failed')"),
         (f"median POST /api/v1/connections/link ({a.mints})", f"{rest_med:.2f} ms"),
         (f"median create_bank_link over MCP ({a.mints})", f"{mcp_med:.2f} ms"),
     ]
