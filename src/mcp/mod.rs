@@ -12,6 +12,7 @@
 //! modern version advertised and falls back to `initialize`.
 
 pub mod http;
+mod link;
 pub mod schemas;
 pub mod stdio;
 pub mod tools;
@@ -306,8 +307,6 @@ impl Breadbox {
 fn body_value(body: &str) -> Result<Value, ApiError> {
     serde_json::from_str(body).map_err(|e| ApiError::Internal(e.to_string()))
 }
-
-mod link;
 
 impl ServerHandler for Breadbox {
     fn get_info(&self) -> ServerConfig {
