@@ -5,10 +5,11 @@ BREADBOX_STDIO_READ_KEY (a read_only key). Prints the created session id."""
 
 import asyncio
 import os
+import time
 
 from mcp import Client, StdioServerParameters
 
-from common import call, check, emit, error_code, structured
+from common import BASE, call, check, emit, error_code, page_complete, structured
 
 
 def server(key):
@@ -30,6 +31,16 @@ async def main():
         s = structured(await call(c, "wait_for_bank_link", {"id": link["id"], "timeout_seconds": 1}),
                        "wait_for_bank_link")
         check(s["status"] == "pending", "stdio wait")
+        # The page is served by another process (the server): its change
+        # reaches this process's waiter through the database.
+        waiting = asyncio.create_task(
+            call(c, "wait_for_bank_link", {"id": link["id"], "timeout_seconds": 20}))
+        await asyncio.sleep(0.5)
+        t0 = time.monotonic()
+        await page_complete(link["url"].replace(link["url"].split("/link/")[0], BASE))
+        s = structured(await waiting, "wait_for_bank_link")
+        check(s["status"] in ("active", "completed"), f"stdio woken wait {s['status']}")
+        check(time.monotonic() - t0 < 5, "stdio waiter woken within seconds")
         emit({"session_id": link["id"]})
 
     async with Client(server(os.environ["BREADBOX_STDIO_READ_KEY"])) as c:
