@@ -12,11 +12,8 @@ use super::{parse_query, parse_required_json, read_body, route, RouteEntry};
 use crate::app::link_sessions::{self as ops, ListParams, MAX_WAIT};
 use crate::app::AppState;
 use crate::auth::{Auth, Presented};
-use crate::db::link_sessions as store;
 use crate::domain::api_key::Scope;
-use crate::domain::ids::EntityRef;
 use crate::domain::link_session::CreateRequest;
-use crate::domain::time;
 use crate::error::ApiError;
 
 pub use crate::app::link_sessions::{failure, list_filter, Created};
@@ -82,27 +79,10 @@ async fn get_link_session(
             .transpose()
     });
     // The hot path of polling agents: the key and the session in one read.
-    let hash = presented.hash()?;
-    let r = EntityRef::parse(&path);
-    let (key, found) = state
-        .db
-        .read_async(move |c| {
-            // One read transaction: one shared lock for both look-ups.
-            let tx = c.unchecked_transaction()?;
-            let key = crate::db::api_keys::find_by_hash(&tx, &hash)?;
-            let session = match &r {
-                Some(r) => store::get(&tx, r)?,
-                None => None,
-            };
-            tx.commit()?;
-            Ok((key, session))
-        })
-        .await?;
+    let (key, found) = ops::get_with_key(&state, presented.hash()?, &path).await?;
     presented.accept(key)?;
     let wait = wait?;
-    let session = found
-        .map(|s| s.at(time::now()))
-        .ok_or_else(|| ApiError::NotFound("link session".into()))?;
+    let session = found.ok_or_else(|| ApiError::NotFound("link session".into()))?;
     let session = match wait {
         Some(secs) => ops::wait(&state, session, Duration::from_secs(secs)).await?,
         None => session,

@@ -108,6 +108,31 @@ pub async fn get(state: &AppState, raw: &str) -> Result<LinkSession, ApiError> {
         .ok_or_else(|| ApiError::NotFound("link session".into()))
 }
 
+/// The hot path of polling agents: the API key whose SHA-256 is `key_hash`
+/// and the session `raw` (UUID or short id) in one read transaction (one
+/// shared lock for both look-ups). The caller judges the key.
+pub async fn get_with_key(
+    state: &AppState,
+    key_hash: String,
+    raw: &str,
+) -> Result<(Option<ApiKey>, Option<LinkSession>), ApiError> {
+    let r = EntityRef::parse(raw);
+    let (key, session) = state
+        .db
+        .read_async(move |c| {
+            let tx = c.unchecked_transaction()?;
+            let key = crate::db::api_keys::find_by_hash(&tx, &key_hash)?;
+            let session = match &r {
+                Some(r) => store::get(&tx, r)?,
+                None => None,
+            };
+            tx.commit()?;
+            Ok((key, session))
+        })
+        .await?;
+    Ok((key, session.map(|s| s.at(time::now()))))
+}
+
 /// Hold until the session's status or connections change, it expires, the
 /// server shuts down, or `wait` passes; then return the current session.
 /// Returns at once for a terminal session. Only a `Notify` registration is
