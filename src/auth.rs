@@ -5,13 +5,9 @@ use std::pin::Pin;
 
 use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
 
+use crate::app::AppState;
 use crate::domain::api_key::{ApiKey, PlainKey, Scope};
-use crate::domain::time;
 use crate::error::ApiError;
-use crate::server::AppState;
-
-/// How often `last_used_at` is written for one key, at most.
-const TOUCH_EVERY_SECS: i64 = 60;
 
 /// The authenticated caller of an `/api/v1` route.
 #[derive(Debug, Clone)]
@@ -23,11 +19,7 @@ pub struct Auth {
 impl Auth {
     /// Fail with 403 unless the key's scope allows `needed`.
     pub fn require(&self, needed: Scope) -> Result<(), ApiError> {
-        if self.key.scope.allows(needed) {
-            Ok(())
-        } else {
-            Err(ApiError::InsufficientScope)
-        }
+        crate::app::require(&self.key, needed)
     }
 }
 
@@ -87,7 +79,7 @@ impl Presented {
         if let Some(wait) = self.state.limits.api_request(&key.id) {
             return Err(ApiError::RateLimited(wait));
         }
-        touch(&self.state, &key);
+        crate::app::api_keys::record_use(&self.state, &key);
         Ok(Auth { key })
     }
 }
@@ -126,38 +118,4 @@ impl FromRequest for Auth {
             presented.accept(found)
         })
     }
-}
-
-/// Record use of a key, writing at most once a minute per key and never on
-/// the request's path (the write runs in the background).
-fn touch(state: &web::Data<AppState>, key: &ApiKey) {
-    let now = time::now();
-    if key.last_used_at.is_some_and(|t| now - t < TOUCH_EVERY_SECS) {
-        return;
-    }
-    {
-        let Ok(mut seen) = state.key_touches.lock() else {
-            return;
-        };
-        if seen
-            .get(&key.id)
-            .is_some_and(|&t| now - t < TOUCH_EVERY_SECS)
-        {
-            return;
-        }
-        if seen.len() > 10_000 {
-            seen.clear();
-        }
-        seen.insert(key.id.clone(), now);
-    }
-    let db = state.db.clone();
-    let id = key.id.clone();
-    actix_web::rt::spawn(async move {
-        if let Err(e) = db
-            .write_async(move |tx| crate::db::api_keys::touch(tx, &id, now))
-            .await
-        {
-            log::warn!("could not record API key use: {e}");
-        }
-    });
 }

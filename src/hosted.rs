@@ -298,7 +298,7 @@ async fn get_qr(
 ) -> Result<HttpResponse, ApiError> {
     let token = path.into_inner();
     gate(&state, &req, &token).await?;
-    let url = format!("{}/link/{token}", state.public_base(&req));
+    let url = format!("{}/link/{token}", crate::api::public_base(&state, &req));
     let svg = qr_svg(&url).ok_or_else(|| ApiError::Internal("QR code: URL too long".into()))?;
     Ok(HttpResponse::Ok()
         .content_type("image/svg+xml; charset=utf-8")

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod bank;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod health_check;
 pub mod hosted;
 pub mod hygiene;
 pub mod limits;
+pub mod mcp;
 pub mod provider_webhooks;
 pub mod providers;
 pub mod server;

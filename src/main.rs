@@ -24,6 +24,11 @@ fn main() -> ExitCode {
     env_logger::Builder::new()
         .parse_filters(config.log.level.as_str())
         .parse_env("BREADBOX_LOG")
+        // The MCP SDK logs whole messages at debug level, and tool results
+        // carry link tokens: keep it to warnings whatever the filter says.
+        .filter_module("rmcp", log::LevelFilter::Warn)
+        .filter_module("rmcp_actix_web", log::LevelFilter::Warn)
+        .filter_module("tracing", log::LevelFilter::Warn)
         .init();
     if let Command::Serve { .. } = cli.command {
         return match breadbox::start::serve(config) {

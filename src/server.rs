@@ -1,135 +1,21 @@
 //! Application state, routes, middleware and the HTTP server.
 
-use std::collections::HashMap;
 use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServiceRequest};
 use actix_web::middleware::Logger;
-use actix_web::{web, App, HttpRequest, HttpServer};
+use actix_web::{web, App, HttpServer};
 
-use crate::bank::Bank;
 use crate::config::Config;
 use crate::db::Db;
-use crate::domain::link_session::{Provider, Rules};
-use crate::limits::Limits;
 use crate::providers::ClientOptions;
 use crate::waiters::Waiters;
-use crate::webhooks::{self, WorkerHandle, WorkerOptions};
+use crate::webhooks::{self, WorkerOptions};
 use crate::{api, hosted};
 
-/// Shared state of every worker.
-pub struct AppState {
-    /// Storage.
-    pub db: Db,
-    /// Effective configuration.
-    pub config: Config,
-    /// Rules for new sessions.
-    pub rules: Rules,
-    /// Long-poll wake-ups.
-    pub waiters: Arc<Waiters>,
-    /// When each key's use was last written (throttles `last_used_at`).
-    pub key_touches: Mutex<HashMap<String, i64>>,
-    /// The outbound webhook worker, when `[webhooks] url` is set.
-    pub webhooks: Option<WorkerHandle>,
-    /// Provider clients and the credential cipher.
-    pub bank: Bank,
-    /// Rate limits.
-    pub limits: Limits,
-}
-
-impl AppState {
-    /// State for `config` over `db`.
-    pub fn new(config: Config, db: Db, bank: Bank) -> Self {
-        AppState {
-            bank,
-            limits: Limits::new(&config.limits, config.server.trust_forwarded_headers),
-            rules: rules(&config),
-            db,
-            config,
-            waiters: Arc::new(Waiters::default()),
-            key_touches: Mutex::new(HashMap::new()),
-            webhooks: None,
-        }
-    }
-
-    /// A session changed: wake its long-poll waiters and the webhook worker.
-    pub fn changed(&self, session_id: &str) {
-        self.waiters.notify(session_id);
-        if let Some(w) = &self.webhooks {
-            w.wake();
-        }
-    }
-
-    /// `scheme://host[:port]` (no trailing slash) that links are built on.
-    pub fn public_base(&self, req: &HttpRequest) -> String {
-        if let Some(base) = self.config.server.public_base() {
-            return base;
-        }
-        let headers = req.headers();
-        let first = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .map(|v| v.trim().to_owned())
-        };
-        let trust = self.config.server.trust_forwarded_headers;
-        let scheme = trust
-            .then(|| first("x-forwarded-proto"))
-            .flatten()
-            // A URI scheme is case-insensitive (RFC 3986 §3.1): HTTPS is https.
-            .map(|s| s.to_ascii_lowercase())
-            .filter(|s| s == "http" || s == "https")
-            .unwrap_or_else(|| "http".to_owned());
-        let host = trust
-            .then(|| first("x-forwarded-host"))
-            .flatten()
-            .or_else(|| first("host"))
-            .filter(|h| valid_host(h))
-            .unwrap_or_else(|| self.config.server.listen.to_string());
-        format!("{scheme}://{host}")
-    }
-}
-
-/// A Host header value safe to put in a URL: name or address, optional port.
-fn valid_host(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 255
-        && h.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
-}
-
-/// Session rules from the configuration.
-pub fn rules(config: &Config) -> Rules {
-    Rules {
-        default_ttl: i64::from(config.link.default_ttl_seconds),
-        max_ttl: i64::from(config.link.max_ttl_seconds),
-        allowed_redirect_origins: config.link.allowed_redirect_origins.clone(),
-        configured: configured_providers(config),
-    }
-}
-
-/// Providers that have credentials in `config`.
-pub fn configured_providers(config: &Config) -> Vec<Provider> {
-    let mut out = Vec::new();
-    if config.plaid.is_configured() {
-        out.push(Provider::Plaid);
-    }
-    if config.teller.is_configured() {
-        out.push(Provider::Teller);
-    }
-    out
-}
-
-/// The environment `provider` runs in (`sandbox`, `development`, `production`).
-pub fn provider_environment(config: &Config, provider: Provider) -> &'static str {
-    match provider {
-        Provider::Plaid => config.plaid.environment.as_str(),
-        Provider::Teller => config.teller.environment.as_str(),
-    }
-}
+pub use crate::app::{configured_providers, provider_environment, rules, AppState};
 
 /// Every route of the app.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -203,18 +89,34 @@ pub fn build_with(
         .redirect_uri
         .as_ref()
         .map(|u| u.path().to_owned());
+    // One MCP session table for every worker: a session's requests may land
+    // on any of them.
+    let mcp_sessions = crate::mcp::http::sessions();
     let server = HttpServer::new(move || {
         let oauth_return = oauth_return.clone();
         App::new()
             .app_data(data.clone())
             .wrap(actix_web::middleware::from_fn(crate::hygiene::middleware))
             .wrap(access_log())
+            .configure(|cfg| {
+                if data.config.mcp.enabled {
+                    cfg.service(crate::mcp::http::service(&data, mcp_sessions.clone()));
+                }
+            })
             .configure(move |cfg| {
                 if let Some(path) = &oauth_return {
                     hosted::configure_oauth_return(cfg, path);
                 }
             })
             .configure(routes)
+    })
+    // MCP answers stream (server-sent events: several small writes per
+    // answer); without TCP_NODELAY, Nagle's algorithm holds each later write
+    // until the client's delayed ACK (~40 ms).
+    .on_connect(|conn, _| {
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
     })
     .listen(listener)?
     .client_request_timeout(Duration::from_secs(10))
@@ -299,14 +201,5 @@ mod tests {
             "/_link/[redacted]/session"
         );
         assert_eq!(redact_path("/api/v1/users"), "/api/v1/users");
-    }
-
-    #[test]
-    fn hosts() {
-        assert!(valid_host("example.com:8080"));
-        assert!(valid_host("[::1]:80"));
-        assert!(!valid_host("evil.com/path"));
-        assert!(!valid_host("a b"));
-        assert!(!valid_host(""));
     }
 }

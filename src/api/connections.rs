@@ -1,21 +1,18 @@
 //! `/api/v1/connections`: list, read, disconnect, and mint relink sessions.
+//! Thin adapters over [`crate::app::connections`].
 
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{entity_ref, parse_json, parse_query, read_body, route, RouteEntry};
+use super::{parse_json, parse_query, read_body, route, RouteEntry};
+use crate::app::connections as ops;
+use crate::app::AppState;
 use crate::auth::Auth;
-use crate::db::link_sessions::NewSession;
-use crate::db::{connection_events, connections, users};
 use crate::domain::api_key::Scope;
-use crate::domain::connection::ConnectionStatus;
-use crate::domain::ids::EntityRef;
-use crate::domain::link_session::{Action, RelinkRequest};
-use crate::domain::time;
+use crate::domain::link_session::RelinkRequest;
 use crate::error::ApiError;
-use crate::server::AppState;
 
 /// The routes of this module.
 pub fn routes() -> Vec<RouteEntry> {
@@ -39,22 +36,6 @@ struct EventsQuery {
     cursor: Option<String>,
 }
 
-const EVENTS_CURSOR_PREFIX: &str = "ce1:";
-
-fn encode_events_cursor(seq: i64) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{EVENTS_CURSOR_PREFIX}{seq}"))
-}
-
-fn decode_events_cursor(raw: &str) -> Option<i64> {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(raw)
-        .ok()?;
-    let text = String::from_utf8(bytes).ok()?;
-    text.strip_prefix(EVENTS_CURSOR_PREFIX)?.parse().ok()
-}
-
 /// `GET /connections/{id}/events`: the health timeline, oldest first, a
 /// page at a time (`limit` 1–200, default 50; `cursor` = `next_cursor`).
 async fn list_connection_events(
@@ -64,37 +45,8 @@ async fn list_connection_events(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let q: EventsQuery = parse_query(&req)?;
-    let limit = match q.limit.as_deref() {
-        None => 50,
-        Some(l) => l
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=200).contains(n))
-            .ok_or_else(|| ApiError::Validation(format!("limit: must be 1 to 200, got {l:?}")))?,
-    };
-    let after = q
-        .cursor
-        .as_deref()
-        .filter(|c| !c.is_empty())
-        .map(|c| {
-            decode_events_cursor(c)
-                .ok_or_else(|| ApiError::Validation("cursor: not a valid cursor".into()))
-        })
-        .transpose()?;
-    let r = entity_ref(&path, "connection")?;
-    let page = state
-        .db
-        .read_async(move |c| match connections::get(c, &r)? {
-            Some(conn) => connection_events::page(c, &conn.id, after, limit).map(Some),
-            None => Ok(None),
-        })
-        .await?
-        .ok_or_else(|| ApiError::NotFound("connection".into()))?;
-    let (events, next) = page;
-    Ok(HttpResponse::Ok().json(json!({
-        "events": events,
-        "next_cursor": next.map(encode_events_cursor),
-    })))
+    let page = ops::events(&state, &path, q.limit.as_deref(), q.cursor.as_deref()).await?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 #[derive(Deserialize)]
@@ -110,36 +62,7 @@ async fn list_connections(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let q: ListQuery = parse_query(&req)?;
-    let status = q
-        .status
-        .map(|s| {
-            ConnectionStatus::parse(&s).ok_or_else(|| {
-                ApiError::Validation(format!(
-                    "status: must be one of active, pending_reauth, error, disconnected; got {s:?}"
-                ))
-            })
-        })
-        .transpose()?;
-    let user = q
-        .user_id
-        .map(|u| {
-            EntityRef::parse(&u)
-                .ok_or_else(|| ApiError::Validation("user_id: must be a UUID or short_id".into()))
-        })
-        .transpose()?;
-    let list = state
-        .db
-        .read_async(move |c| {
-            let user_id = match &user {
-                None => None,
-                Some(r) => match users::get(c, r)? {
-                    Some(u) => Some(u.id),
-                    None => return Ok(Vec::new()),
-                },
-            };
-            connections::list(c, user_id.as_deref(), status)
-        })
-        .await?;
+    let list = ops::list(&state, q.user_id, q.status).await?;
     Ok(HttpResponse::Ok().json(json!({ "connections": list })))
 }
 
@@ -148,13 +71,7 @@ async fn get_connection(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let r = entity_ref(&path, "connection")?;
-    let conn = state
-        .db
-        .read_async(move |c| connections::get(c, &r))
-        .await?
-        .ok_or_else(|| ApiError::NotFound("connection".into()))?;
-    Ok(HttpResponse::Ok().json(conn))
+    Ok(HttpResponse::Ok().json(ops::get(&state, &path).await?))
 }
 
 async fn delete_connection(
@@ -162,13 +79,7 @@ async fn delete_connection(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require(Scope::FullAccess)?;
-    let r = entity_ref(&path, "connection")?;
-    let (conn, credential) = state
-        .db
-        .write_async(move |tx| connections::disconnect(tx, &r, time::now()))
-        .await?
-        .ok_or_else(|| ApiError::NotFound("connection".into()))?;
+    let (conn, credential) = ops::disconnect(&state, &auth.key, &path).await?;
     if let Some(credential) = credential {
         crate::bank::forget_at_provider(&state, &conn, credential);
     }
@@ -185,41 +96,9 @@ async fn relink_connection(
     auth.require(Scope::FullAccess)?;
     let body = read_body(&req, payload).await?;
     let parsed: RelinkRequest = parse_json(&req, &body)?.unwrap_or_default();
-    let mut valid = state.rules.check_relink(&parsed)?;
-    let r = entity_ref(&path, "connection")?;
-    let conn = state
-        .db
-        .read_async(move |c| connections::get(c, &r))
-        .await?
-        .ok_or_else(|| ApiError::NotFound("connection".into()))?;
-    if conn.status == ConnectionStatus::Disconnected {
-        return Err(ApiError::ConnectionDisconnected);
-    }
-    let provider =
-        crate::domain::link_session::Provider::parse(&conn.provider).ok_or_else(|| {
-            ApiError::Internal(format!(
-                "connection {} has provider {}",
-                conn.id, conn.provider
-            ))
-        })?;
-    if !state.rules.configured.contains(&provider) {
-        return Err(ApiError::ProviderNotConfigured(provider.as_str().into()));
-    }
-    valid.provider = Some(provider);
-    let new = NewSession {
-        valid,
-        user_id: String::new(),
-        action: Action::Relink,
-        connection_id: Some(conn.id.clone()),
-        token_hash: String::new(),
-    };
-    super::link_sessions::mint(
-        &state,
-        &req,
-        &auth,
-        &body,
-        new,
-        EntityRef::Uuid(conn.user_id),
-    )
-    .await
+    let idem = super::idempotency::from_request(&req, &body);
+    let base = super::public_base(&state, &req);
+    ops::relink(&state, &auth.key, &path, &parsed, idem, &base)
+        .await
+        .map(super::idempotency::respond)
 }

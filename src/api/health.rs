@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use crate::server::AppState;
+use crate::app::AppState;
 
 /// Register the routes (outside `/api/v1`, no auth).
 pub fn configure(cfg: &mut web::ServiceConfig) {

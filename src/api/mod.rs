@@ -2,6 +2,7 @@
 
 pub mod api_keys;
 pub mod connections;
+pub mod errors;
 pub mod health;
 pub mod idempotency;
 pub mod link_sessions;
@@ -16,6 +17,7 @@ use actix_web::{web, FromRequest, Handler, HttpRequest, Responder, Route};
 use futures_util::StreamExt as _;
 use serde::de::DeserializeOwned;
 
+use crate::app::AppState;
 use crate::error::ApiError;
 
 /// Largest accepted request body.
@@ -209,5 +211,59 @@ pub fn parse_query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError
 
 /// A path `{id}`: UUID or short id, else 404.
 pub fn entity_ref(raw: &str, what: &str) -> Result<crate::domain::ids::EntityRef, ApiError> {
-    crate::domain::ids::EntityRef::parse(raw).ok_or_else(|| ApiError::NotFound(what.into()))
+    crate::app::entity_ref(raw, what)
+}
+
+/// `scheme://host[:port]` (no trailing slash) that links are built on:
+/// `server.public_url` when set, else the request's scheme and `Host` (the
+/// `X-Forwarded-*` headers only when `server.trust_forwarded_headers`).
+pub fn public_base(state: &AppState, req: &HttpRequest) -> String {
+    if let Some(base) = state.config.server.public_base() {
+        return base;
+    }
+    let headers = req.headers();
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_owned())
+    };
+    let trust = state.config.server.trust_forwarded_headers;
+    let scheme = trust
+        .then(|| first("x-forwarded-proto"))
+        .flatten()
+        // A URI scheme is case-insensitive (RFC 3986 §3.1): HTTPS is https.
+        .map(|s| s.to_ascii_lowercase())
+        .filter(|s| s == "http" || s == "https")
+        .unwrap_or_else(|| "http".to_owned());
+    let host = trust
+        .then(|| first("x-forwarded-host"))
+        .flatten()
+        .or_else(|| first("host"))
+        .filter(|h| valid_host(h))
+        .unwrap_or_else(|| state.config.server.listen.to_string());
+    format!("{scheme}://{host}")
+}
+
+/// A Host header value safe to put in a URL: name or address, optional port.
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert!(valid_host("example.com:8080"));
+        assert!(valid_host("[::1]:80"));
+        assert!(!valid_host("evil.com/path"));
+        assert!(!valid_host("a b"));
+        assert!(!valid_host(""));
+    }
 }

@@ -6,8 +6,8 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use super::{route, RouteEntry};
+use crate::app::{configured_providers, provider_environment, AppState};
 use crate::auth::Auth;
-use crate::server::{configured_providers, provider_environment, AppState};
 
 /// The routes of this module.
 pub fn routes() -> Vec<RouteEntry> {

@@ -1,17 +1,18 @@
-//! `/api/v1/users`: household members.
+//! `/api/v1/users`: household members. Thin adapters over [`crate::app::users`].
 
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::{entity_ref, required_json, route, RouteEntry};
+use super::{required_json, route, RouteEntry};
+use crate::app::users as ops;
+use crate::app::AppState;
 use crate::auth::Auth;
-use crate::db::users;
 use crate::domain::api_key::Scope;
-use crate::domain::time;
 use crate::domain::user::CreateUser;
 use crate::error::ApiError;
-use crate::server::AppState;
+
+pub use crate::app::users::MAX_USERS;
 
 /// The routes of this module.
 pub fn routes() -> Vec<RouteEntry> {
@@ -23,7 +24,7 @@ pub fn routes() -> Vec<RouteEntry> {
 }
 
 async fn list_users(_auth: Auth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let list = state.db.read_async(users::list).await?;
+    let list = ops::list(&state).await?;
     Ok(HttpResponse::Ok().json(json!({ "users": list })))
 }
 
@@ -35,36 +36,14 @@ async fn create_user(
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Scope::FullAccess)?;
     let body: CreateUser = required_json(&req, payload).await?;
-    let body = body.validate().map_err(ApiError::Validation)?;
-    let user = state
-        .db
-        .write_checked_async(move |tx| {
-            if crate::db::count_capped(tx, "users", MAX_USERS)? >= MAX_USERS {
-                return Ok(Err(ApiError::LimitReached(format!(
-                    "this server keeps at most {MAX_USERS} household members"
-                ))));
-            }
-            users::insert(tx, &body.name, body.email.as_deref(), time::now()).map(Ok)
-        })
-        .await??;
+    let user = ops::create(&state, &auth.key, body).await?;
     Ok(HttpResponse::Created().json(user))
 }
-
-/// Most household members the API creates: far above any household, low
-/// enough that `GET /users` (one page, no cursor) stays small (issue 8,
-/// "bounded input").
-pub const MAX_USERS: u32 = 1000;
 
 async fn get_user(
     _auth: Auth,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let r = entity_ref(&path, "user")?;
-    let user = state
-        .db
-        .read_async(move |c| users::get(c, &r))
-        .await?
-        .ok_or_else(|| ApiError::NotFound("user".into()))?;
-    Ok(HttpResponse::Ok().json(user))
+    Ok(HttpResponse::Ok().json(ops::get(&state, &path).await?))
 }

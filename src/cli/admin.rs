@@ -83,6 +83,9 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
         return super::backup::restore(config, file, cli.json);
     }
     require_database(&config.database.path)?;
+    if let Command::Mcp { api_key_file } = &cli.command {
+        return mcp(config, api_key_file.as_deref());
+    }
     let db = Db::open(
         &config.database.path,
         config.database.synchronous.as_pragma(),
@@ -90,8 +93,8 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
     .with_webhooks(config.webhooks.url.is_some());
     let json = cli.json;
     match &cli.command {
-        Command::Serve { .. } | Command::Restore { .. } => {
-            Err(bad("serve and restore are not admin commands"))
+        Command::Serve { .. } | Command::Restore { .. } | Command::Mcp { .. } => {
+            Err(bad("serve, restore and mcp are not admin commands"))
         }
         Command::Backup { file } => super::backup::backup(&db, config, file, json),
         Command::Users(UsersCommand::Create { name, email }) => {
@@ -573,4 +576,35 @@ pub fn bootstrap_key(db: &Db) -> Result<Option<String>, db::DbError> {
         let (_, plain) = api_keys::insert(tx, "bootstrap", Scope::FullAccess, time::now())?;
         Ok(Some(plain.expose().to_owned()))
     })
+}
+
+/// `breadbox mcp`: MCP on stdio over an existing database, as one API key.
+fn mcp(config: &Config, key_file: Option<&std::path::Path>) -> Result<(), Failure> {
+    let path = &config.database.path;
+    if !path.exists() {
+        let full = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+        return Err(bad(format!(
+            "no database at {} (run `breadbox serve` there first, or pass --database)",
+            full.display()
+        )));
+    }
+    let key = match key_file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| bad(format!("--api-key-file {}: {e}", f.display())))?,
+        None => std::env::var("BREADBOX_API_KEY").map_err(|_| {
+            bad("set BREADBOX_API_KEY (or pass --api-key-file) to the API key the assistant acts as")
+        })?,
+    };
+    let db = Db::open(path, config.database.synchronous.as_pragma())?
+        .with_webhooks(config.webhooks.url.is_some());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure {
+            message: format!("cannot start the runtime: {e}"),
+            code: 1,
+        })?;
+    runtime
+        .block_on(crate::mcp::stdio::serve(config.clone(), db, key.trim()))
+        .map_err(|message| Failure { message, code: 2 })
 }

@@ -61,6 +61,13 @@ pub enum Command {
         /// The backup to restore (made by `breadbox backup`).
         file: PathBuf,
     },
+    /// Serve the Model Context Protocol on stdin/stdout for an AI assistant,
+    /// acting as the API key in $BREADBOX_API_KEY (or --api-key-file).
+    Mcp {
+        /// Read the API key from this file instead of $BREADBOX_API_KEY.
+        #[arg(long, value_name = "FILE")]
+        api_key_file: Option<PathBuf>,
+    },
 }
 
 /// `breadbox users …`

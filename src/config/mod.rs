@@ -89,6 +89,21 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[log]`: log verbosity.
     pub log: LogConfig,
+    /// `[mcp]`: the MCP endpoint for AI assistants.
+    pub mcp: McpConfig,
+}
+
+/// `[mcp]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct McpConfig {
+    /// Serve MCP over streamable HTTP at `/mcp` (default true).
+    pub enabled: bool,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        McpConfig { enabled: true }
+    }
 }
 
 /// `[server]` section.
@@ -517,13 +532,15 @@ const KEYS: &[Key] = &[
     key("limits", "api_per_minute", Kind::UInt),
     key("limits", "bad_api_key_per_minute", Kind::UInt),
     key("log", "level", Kind::Str),
+    key("mcp", "enabled", Kind::Bool),
 ];
 
 const ENV_PREFIX: &str = "BREADBOX_";
 /// Names the config file; read by `load` before the other variables.
 const ENV_CONFIG: &str = "BREADBOX_CONFIG";
-/// `BREADBOX_CONFIG` and the log filter variable are not settings.
-const ENV_IGNORED: [&str; 2] = [ENV_CONFIG, "BREADBOX_LOG"];
+/// `BREADBOX_CONFIG`, the log filter variable and the key `breadbox mcp`
+/// acts as are not settings.
+const ENV_IGNORED: [&str; 3] = [ENV_CONFIG, "BREADBOX_LOG", "BREADBOX_API_KEY"];
 
 /// A value as read from TOML or the environment, before key-specific checks.
 enum Raw {
@@ -964,6 +981,7 @@ fn apply(config: &mut Config, key: &Key, raw: Raw, name: &str) -> Result<(), Con
                 _ => LogLevel::Info,
             }
         }
+        ("mcp", "enabled", Bool(b)) => c.mcp.enabled = b,
         // Only reachable if KEYS and this match disagree; the tests cover every key.
         _ => return Err(err(format!("unknown key {}.{}", key.section, key.name))),
     }

@@ -73,6 +73,7 @@ fn sample(key: &Key) -> &'static str {
         ("limits", "api_per_minute") => "5",
         ("limits", "bad_api_key_per_minute") => "7",
         ("log", "level") => "debug",
+        ("mcp", "enabled") => "false",
         _ => panic!("no sample for {}.{}", key.section, key.name),
     }
 }
@@ -150,6 +151,7 @@ fn defaults() {
     assert_eq!(c.limits.api_per_minute, 1200);
     assert_eq!(c.limits.bad_api_key_per_minute, 30);
     assert_eq!(c.log.level, LogLevel::Info);
+    assert!(c.mcp.enabled);
     c.validate().expect("defaults are valid");
 }
 

@@ -17,6 +17,7 @@ mod hostile;
 mod hygiene;
 mod limits;
 mod link_sessions;
+mod mcp;
 mod openapi;
 mod page_a11y;
 mod page_oauth;
