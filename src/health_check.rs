@@ -10,13 +10,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::bank::Bank;
+use crate::app::bank::Bank;
+use crate::app::AppState;
 use crate::db::{connections, Db, DbError};
 use crate::domain::connection::{Connection, ConnectionStatus, Signal};
 use crate::domain::ids::EntityRef;
 use crate::domain::time::{self, Timestamp};
 use crate::providers::{plaid, teller, ProviderError};
-use crate::server::AppState;
 
 /// First wait after a provider rate limit; doubles up to [`MAX_BACKOFF`].
 pub const MIN_BACKOFF: Duration = Duration::from_secs(60);
@@ -115,7 +115,7 @@ pub async fn check_connection(
                 .await?;
             let after = after.ok_or(CheckError::NotFound)?;
             if let Some(cred) = wiped {
-                crate::bank::forget_revoked(bank, &after, &cred).await;
+                crate::app::bank::forget_revoked(bank, &after, &cred).await;
             }
             Ok(after)
         }

@@ -8,13 +8,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::api::{optional_json, required_json};
+use crate::app::AppState;
 use crate::db::link_sessions::{self as store, Change};
 use crate::db::{connections, events, users};
 use crate::domain::ids::{self, EntityRef};
 use crate::domain::link_session::{Action, LinkSession, Provider, Status, Transition};
 use crate::domain::time::{self, Timestamp};
 use crate::error::ApiError;
-use crate::server::AppState;
 
 const PAGE_HTML: &str = include_str!("../assets/link.html");
 const MESSAGE_HTML: &str = include_str!("../assets/message.html");
@@ -374,7 +374,7 @@ async fn post_start(
     let session = gate(&state, &req, &token).await?;
     let provider = Provider::parse(&name).ok_or_else(|| ApiError::NotFound("provider".into()))?;
     let _: Empty = optional_json(&req, payload).await?;
-    Ok(HttpResponse::Ok().json(crate::bank::start(&state, &session, provider).await?))
+    Ok(HttpResponse::Ok().json(crate::app::bank::start(&state, &session, provider).await?))
 }
 
 async fn post_connection(
@@ -384,10 +384,10 @@ async fn post_connection(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let session = gate(&state, &req, &path).await?;
-    let add: crate::bank::AddConnection = required_json(&req, payload).await?;
+    let add: crate::app::bank::AddConnection = required_json(&req, payload).await?;
     Ok(
-        match crate::bank::add_connection(&state, &session, add).await? {
-            crate::bank::AddOutcome::Added(added) => HttpResponse::Created().json(json!({
+        match crate::app::bank::add_connection(&state, &session, add).await? {
+            crate::app::bank::AddOutcome::Added(added) => HttpResponse::Created().json(json!({
                 "connection_id": added.connection.id,
                 "short_id": added.connection.short_id,
                 "institution_name": added.connection.institution_name,
@@ -395,7 +395,7 @@ async fn post_connection(
                 "accounts": added.connection.accounts,
             })),
             // §10: the member already has this bank; nothing new was stored.
-            crate::bank::AddOutcome::Duplicate(dup) => HttpResponse::Ok().json(json!({
+            crate::app::bank::AddOutcome::Duplicate(dup) => HttpResponse::Ok().json(json!({
                 "duplicate": true,
                 "connection_id": dup.connection.id,
                 "institution_name": dup.connection.institution_name,
@@ -413,7 +413,7 @@ async fn post_reauth_complete(
 ) -> Result<HttpResponse, ApiError> {
     let session = gate(&state, &req, &path).await?;
     let _: Empty = optional_json(&req, payload).await?;
-    crate::bank::reauth_complete(&state, &session).await?;
+    crate::app::bank::reauth_complete(&state, &session).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

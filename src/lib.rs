@@ -5,7 +5,6 @@
 pub mod api;
 pub mod app;
 pub mod auth;
-pub mod bank;
 pub mod cli;
 pub mod config;
 pub mod crypto;

@@ -15,11 +15,11 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::app::AppState;
 use crate::db::{connection_events, connections};
 use crate::domain::connection::Signal;
 use crate::domain::time::{self, Timestamp};
 use crate::providers::plaid::{self, ItemError};
-use crate::server::AppState;
 
 /// Oldest accepted Plaid JWT `iat`, in seconds before now.
 pub const PLAID_MAX_AGE_SECS: i64 = 5 * 60;
@@ -296,7 +296,7 @@ async fn apply(
             if let Some(cred) = changed.wiped {
                 let state = state.clone();
                 tokio::spawn(async move {
-                    crate::bank::forget_revoked(&state.bank, &conn, &cred).await;
+                    crate::app::bank::forget_revoked(&state.bank, &conn, &cred).await;
                 });
             }
             ok()

@@ -63,7 +63,8 @@ pub fn build_with(
     provider_options: &ClientOptions,
 ) -> std::io::Result<Server> {
     let db = db.with_webhooks(config.webhooks.url.is_some());
-    let bank = crate::bank::setup(&config, &db, provider_options).map_err(std::io::Error::other)?;
+    let bank =
+        crate::app::bank::setup(&config, &db, provider_options).map_err(std::io::Error::other)?;
     let mut state = AppState::new(config, db, bank);
     if let (Some(url), Some(secret)) = (
         &state.config.webhooks.url,

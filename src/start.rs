@@ -63,8 +63,8 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     if db_path.exists() {
         let conn = check::open_existing(&db_path).map_err(|e| bad_database(&db_path, &e))?;
         check::check(&conn, false).map_err(|e| bad_database(&db_path, &e))?;
-        let stored = crate::bank::stored_key_check(&conn).map_err(runtime_problem)?;
-        crate::bank::check_key(key.as_ref(), stored.as_deref(), &db_path)
+        let stored = crate::app::bank::stored_key_check(&conn).map_err(runtime_problem)?;
+        crate::app::bank::check_key(key.as_ref(), stored.as_deref(), &db_path)
             .map_err(config_problem)?;
     }
 
@@ -85,7 +85,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     // Everything that can fail has been checked: now create what is missing.
     let db = Db::open(&db_path, config.database.synchronous.as_pragma())
         .map_err(|e| runtime_problem(format!("opening database {}: {e}", db_path.display())))?;
-    crate::bank::unlock(&config, &db).map_err(config_problem)?;
+    crate::app::bank::unlock(&config, &db).map_err(config_problem)?;
     tighten_existing_modes(&db_path);
     if let Some(limit) = files::raise_open_files_limit() {
         log::debug!("open files limit: {limit}");

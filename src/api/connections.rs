@@ -81,7 +81,7 @@ async fn delete_connection(
 ) -> Result<HttpResponse, ApiError> {
     let (conn, credential) = ops::disconnect(&state, &auth.key, &path).await?;
     if let Some(credential) = credential {
-        crate::bank::forget_at_provider(&state, &conn, credential);
+        crate::app::bank::forget_at_provider(state.clone().into_inner(), &conn, credential);
     }
     Ok(HttpResponse::Ok().json(conn))
 }

@@ -83,7 +83,7 @@ pub async fn get(state: &AppState, raw: &str) -> Result<Connection, ApiError> {
 
 /// Mark a connection disconnected and wipe its credential (full_access).
 /// Returns the updated connection and the credential it had; the caller
-/// tells the provider with [`crate::bank::forget_at_provider`].
+/// tells the provider with [`crate::app::bank::forget_at_provider`].
 pub async fn disconnect(
     state: &AppState,
     caller: &ApiKey,

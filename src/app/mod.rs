@@ -8,6 +8,7 @@
 //! every front-end, so no module imports a module that imports it back.
 
 pub mod api_keys;
+pub mod bank;
 pub mod connections;
 pub mod idempotency;
 pub mod link_sessions;
@@ -17,7 +18,6 @@ pub mod users;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::bank::Bank;
 use crate::config::Config;
 use crate::db::Db;
 use crate::domain::api_key::{ApiKey, Scope};
@@ -26,6 +26,7 @@ use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::waiters::Waiters;
 use crate::webhooks::WorkerHandle;
+use bank::Bank;
 
 /// Shared state of every front-end: storage, rules, wake-ups, providers.
 pub struct AppState {

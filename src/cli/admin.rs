@@ -278,8 +278,9 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
         }
         Command::Connections(ConnectionsCommand::Check { id }) => {
             let r = entity(id, "connection")?;
-            let bank = crate::bank::setup(config, &db, &crate::providers::ClientOptions::default())
-                .map_err(bad)?;
+            let bank =
+                crate::app::bank::setup(config, &db, &crate::providers::ClientOptions::default())
+                    .map_err(bad)?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -400,7 +401,7 @@ pub(super) fn link_base(config: &Config) -> (String, Option<String>) {
 }
 
 fn create_link(db: &Db, config: &Config, args: &LinkCreateArgs, json: bool) -> Result<(), Failure> {
-    let rules = crate::server::rules(config);
+    let rules = crate::app::rules(config);
     let req = CreateRequest {
         user_id: args.user.clone(),
         provider: args.provider.clone(),

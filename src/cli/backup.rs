@@ -191,13 +191,13 @@ fn copy_and_check(
             format!("{} is not a breadbox database", source.display()),
         ));
     }
-    let stored = crate::bank::stored_key_check(&conn).map_err(|m| fail(1, m))?;
+    let stored = crate::app::bank::stored_key_check(&conn).map_err(|m| fail(1, m))?;
     let key_file = match stored {
         None => None,
         Some(sealed) => {
             let Some(c) = candidates
                 .iter()
-                .find(|c| crate::bank::key_opens(&c.key, &sealed))
+                .find(|c| crate::app::bank::key_opens(&c.key, &sealed))
             else {
                 let tried = if candidates.is_empty() {
                     format!(

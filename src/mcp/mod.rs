@@ -264,7 +264,11 @@ impl Breadbox {
                 let (conn, credential) = app::connections::disconnect(state, key, &a.id).await?;
                 if let Some(credential) = credential {
                     let data = actix_web::web::Data::from(self.state.clone());
-                    crate::bank::forget_at_provider(&data, &conn, credential);
+                    crate::app::bank::forget_at_provider(
+                        data.clone().into_inner(),
+                        &conn,
+                        credential,
+                    );
                 }
                 Ok(Done::json(to_value(&conn)?))
             }

@@ -16,7 +16,7 @@ use crate::error::ApiError;
 /// Links point at `server.public_url`, else at `server.listen`.
 pub async fn serve(config: Config, db: Db, raw_key: &str) -> Result<(), String> {
     let hash = key_hash(raw_key).map_err(|e| e.message())?;
-    let bank = crate::bank::setup(&config, &db, &crate::providers::ClientOptions::default())?;
+    let bank = crate::app::bank::setup(&config, &db, &crate::providers::ClientOptions::default())?;
     let public_base = config
         .server
         .public_base()

@@ -533,7 +533,7 @@ async fn run_once_checks_every_due_connection() {
     let mut config = breadbox::config::Config::default();
     config.database.path = app.db_path.clone();
     config.plaid = plaid.plaid_config();
-    let bank = breadbox::bank::setup(
+    let bank = breadbox::app::bank::setup(
         &config,
         &app.db,
         &breadbox::providers::ClientOptions::default(),

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::app::AppState;
 use crate::config::Config;
 use crate::crypto::{self, Cipher};
 use crate::db::connections::{self, Credential, NewConnection};
@@ -19,7 +20,6 @@ use crate::domain::link_session::{Action, LinkSession, Provider, Transition};
 use crate::domain::time;
 use crate::error::ApiError;
 use crate::providers::{ClientOptions, ProviderError, Providers};
-use crate::server::AppState;
 
 /// Provider clients plus the key that seals their credentials.
 #[derive(Debug)]
@@ -868,14 +868,14 @@ async fn refresh_accounts(
 /// Tell the provider, best-effort and in the background, that a connection
 /// is gone (Plaid `/item/remove`, Teller enrollment delete).
 pub fn forget_at_provider(
-    state: &actix_web::web::Data<AppState>,
+    state: std::sync::Arc<AppState>,
     conn: &Connection,
     credential: Credential,
 ) {
     let Some(p) = Provider::parse(&conn.provider) else {
         return;
     };
-    let token = match open_credential(state, &conn.id, &credential) {
+    let token = match open_credential(&state, &conn.id, &credential) {
         Ok(t) => t,
         Err(e) => {
             log::warn!(
@@ -886,7 +886,6 @@ pub fn forget_at_provider(
             return;
         }
     };
-    let state = state.clone();
     tokio::spawn(async move {
         remove_at_provider(&state, p, &token, &credential.external_id).await;
     });
