@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_outbox.sql"),
     include_str!("migrations/0003_idempotency.sql"),
     include_str!("migrations/0004_meta.sql"),
+    include_str!("migrations/0005_growth.sql"),
 ];
 
 /// Apply whatever migrations this database has not seen yet.
@@ -21,6 +22,10 @@ pub fn run(tx: &Transaction) -> DbResult<()> {
         return Err(DbError::Corrupt(format!(
             "database schema version {current} is newer than this program ({known}); upgrade breadbox"
         )));
+    }
+    if current == 0 {
+        // Only possible before the first table exists: a new file can shrink.
+        super::retention::enable_incremental_on_new(tx)?;
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.execute_batch(sql)?;
