@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error;
 pub mod hosted;
 pub mod limits;
+pub mod maintenance;
 pub mod providers;
 pub mod server;
 pub mod waiters;

@@ -372,6 +372,13 @@ pub fn expire_due(
     Ok(done)
 }
 
+/// SQLite's `data_version` on this connection: it changes when another
+/// connection commits, never for this connection's own commits. On the
+/// writer connection, a change means another process (the CLI) wrote.
+pub fn data_version(conn: &Connection) -> DbResult<i64> {
+    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+}
+
 /// Every statement this module runs, as `(name, sql)`, for the query-plan
 /// test (`db::queries`): every list filter combination included.
 pub fn queries() -> Vec<(String, String)> {
