@@ -148,17 +148,16 @@ impl Maintenance {
             }
         }
 
-        report.free_pages = self.db.read_async(|c| retention::free_pages(c)).await?;
-        if report.free_pages > 0 && self.db.read_async(|c| retention::incremental(c)).await? {
-            // Bounded: each step frees up to VACUUM_PAGES, and nothing else frees pages.
-            let steps = report.free_pages / i64::from(VACUUM_PAGES) + 2;
-            for _ in 0..steps {
-                report.free_pages = self
-                    .timed(&mut report, |tx| retention::vacuum_step(tx, VACUUM_PAGES))
-                    .await?;
-                if report.free_pages == 0 {
-                    break;
-                }
+        report.free_pages = self.db.read_async(retention::free_pages).await?;
+        // Stops when all came back, or when a step frees nothing (a database
+        // without incremental vacuum keeps its free pages for reuse).
+        while report.free_pages > 0 {
+            let before = report.free_pages;
+            report.free_pages = self
+                .timed(&mut report, |tx| retention::vacuum_step(tx, VACUUM_PAGES))
+                .await?;
+            if report.free_pages >= before {
+                break;
             }
         }
         Ok(report)

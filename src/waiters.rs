@@ -148,21 +148,17 @@ impl ForeignWrites {
 
 /// Watch for commits by other processes and wake all waiters when one
 /// happens; this server's own changes wake only their sessions' waiters
-/// (through [`Waiters::notify`]). Costs nothing while nobody waits: the
-/// baseline is taken at once and kept, so a commit made while nobody waited
-/// wakes the next waiters once, and none is missed.
+/// (through [`Waiters::notify`]). The check runs even while nobody waits (a
+/// few microseconds of the writer, nothing written), so the baseline stays
+/// fresh: a commit made while nobody waited wakes nobody later, and a commit
+/// made after a waiter read its session is never missed.
 pub fn spawn_cross_process_watch(waiters: Arc<Waiters>, db: Db) {
     tokio::spawn(async move {
         let mut watch = ForeignWrites::new(db);
         let mut tick = tokio::time::interval(DATA_VERSION_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut first = true;
         loop {
             tick.tick().await;
-            if waiters.is_empty() && !first {
-                continue;
-            }
-            first = false;
             match watch.check().await {
                 Ok(true) => waiters.notify_all(),
                 Ok(false) => {}

@@ -23,10 +23,6 @@ pub fn run(tx: &Transaction) -> DbResult<()> {
             "database schema version {current} is newer than this program ({known}); upgrade breadbox"
         )));
     }
-    if current == 0 {
-        // Only possible before the first table exists: a new file can shrink.
-        super::retention::enable_incremental_on_new(tx)?;
-    }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;

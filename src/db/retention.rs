@@ -120,6 +120,11 @@ pub fn free_pages(conn: &Connection) -> DbResult<i64> {
 
 /// Whether the file can shrink in steps (`auto_vacuum = INCREMENTAL`).
 pub fn incremental(conn: &Connection) -> DbResult<bool> {
+    // A read refreshes this connection's view of the header, which another
+    // connection's VACUUM may have changed.
+    conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    })?;
     let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
     Ok(mode == 2)
 }
@@ -131,17 +136,10 @@ pub fn vacuum_step(tx: &Transaction, pages: u32) -> DbResult<i64> {
     free_pages(tx)
 }
 
-/// Make a fresh database (no tables yet) one whose file can shrink. Called
-/// by the first migration's transaction.
-pub(crate) fn enable_incremental_on_new(tx: &Transaction) -> DbResult<()> {
-    tx.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
-    Ok(())
-}
-
-/// Switch an existing database (created before `auto_vacuum` was set) to
-/// `INCREMENTAL`: this needs a full `VACUUM`, which rewrites the file and
-/// holds the write lock while it runs, so it is done only when the file is at
-/// most `max_bytes`. Runs on its own connection, blocking; returns whether
+/// Switch a database to `auto_vacuum = INCREMENTAL`. In WAL mode (which
+/// `Db::open` sets first) that takes a full `VACUUM`, even on a new file; it
+/// rewrites the file and holds the write lock while it runs, so it is done
+/// only when the file is at most `max_bytes` (a new database: instantly). Runs on its own connection, blocking; returns whether
 /// the database is incremental now.
 pub fn convert_to_incremental(path: &Path, max_bytes: u64) -> DbResult<bool> {
     let conn = Connection::open(path)?;
@@ -171,4 +169,25 @@ pub fn queries() -> Vec<(String, String)> {
     .into_iter()
     .map(|(n, s)| (n.to_owned(), s.to_owned()))
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Db;
+
+    #[test]
+    fn a_small_database_is_switched_to_incremental_vacuum() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("new.db");
+        let db = Db::open(&path, "NORMAL").expect("open");
+        assert!(!db.read(incremental).expect("mode"), "WAL first: off");
+        assert!(!convert_to_incremental(&path, 1024).expect("too big"));
+        assert!(convert_to_incremental(&path, 1 << 20).expect("convert"));
+        assert!(
+            db.read(incremental).expect("mode"),
+            "auto_vacuum = INCREMENTAL"
+        );
+        assert!(convert_to_incremental(&path, 0).expect("already"));
+    }
 }

@@ -10,6 +10,7 @@ mod cli;
 mod concurrency;
 mod crash;
 mod fakes;
+mod growth;
 mod hosted;
 mod hostile;
 mod limits;
