@@ -3,10 +3,11 @@
 //! after 24 h, prunes finished history after its `[retention]` period and
 //! hands freed pages back to the file system.
 //!
-//! Every step is a run of small writes (one batch each, a few milliseconds
-//! of the writer), queued behind whatever the API has queued, so a backlog
-//! never stalls minting: a server that was off for a day drains its expired
-//! sessions at start in seconds, in between the requests.
+//! Every step is a run of small writes (one batch each, about a millisecond
+//! of the writer), queued behind whatever the API has queued and each
+//! followed by a pause as long as itself, so a backlog never stalls minting:
+//! a server that was off for a day drains its expired sessions at start in
+//! seconds, in between the requests.
 //! [`Maintenance::run_once`] is one full pass; tests step it directly.
 
 use std::path::PathBuf;
@@ -18,11 +19,12 @@ use crate::config::RetentionConfig;
 use crate::db::{idempotency, link_sessions, retention, Db, DbResult};
 use crate::domain::time::Timestamp;
 
-/// Sessions expired per write (each a compare-and-set with its event).
-pub const EXPIRE_BATCH: u32 = 100;
+/// Sessions expired per write (each a compare-and-set with its event): a
+/// write of about a millisecond.
+pub const EXPIRE_BATCH: u32 = 32;
 
 /// Sessions (with their events) or webhook rows examined per pruning write.
-pub const PRUNE_BATCH: u32 = 64;
+pub const PRUNE_BATCH: u32 = 32;
 
 /// Free pages handed back per `incremental_vacuum` write (4 KiB each).
 pub const VACUUM_PAGES: u32 = 128;
@@ -163,7 +165,9 @@ impl Maintenance {
         Ok(report)
     }
 
-    /// One write through the writer thread, its run time recorded.
+    /// One write through the writer thread, its run time recorded; then a
+    /// pause as long as the write, so the API always has at least half of
+    /// the writer while a backlog drains.
     async fn timed<T, F>(&self, report: &mut Report, f: F) -> DbResult<T>
     where
         T: Send + 'static,
@@ -180,6 +184,7 @@ impl Maintenance {
         report.writes += 1;
         let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
         report.longest_write_ms = report.longest_write_ms.max(ms);
+        tokio::time::sleep(took).await;
         Ok(out)
     }
 
@@ -211,10 +216,32 @@ fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
-/// Run a pass now and then every [`EVERY`], forever; `tick` runs before each
-/// pass (the server prunes its rate limiters there).
+/// How often the WAL is copied into the database file (beside the writer,
+/// see [`retention::tune_writer`]).
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Checkpoint the WAL every [`CHECKPOINT_EVERY`], forever, on a reader.
+async fn checkpoints(db: Db) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(e) = db.read_async(retention::checkpoint).await {
+            log::warn!("WAL checkpoint failed: {e}");
+        }
+    }
+}
+
+/// Tune the writer, start the checkpoints, then run a pass now and every
+/// [`EVERY`], forever; `tick` runs before each pass (the server prunes its
+/// rate limiters there).
 pub fn spawn(m: Maintenance, tick: impl Fn() + Send + 'static) {
     tokio::spawn(async move {
+        // Checkpoints first: if they cannot run, the writer keeps its own.
+        tokio::spawn(checkpoints(m.db.clone()));
+        if let Err(e) = m.db.write_async(retention::tune_writer).await {
+            log::warn!("could not tune the database writer: {e}");
+        }
         let mut every = tokio::time::interval(EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -155,7 +155,10 @@ async fn retention_prunes_finished_sessions_events_and_webhooks_keeps_connection
     let report = m.run_once(t0 + 10).await.expect("pass");
 
     assert!(report.sessions >= 3001, "{report:?}");
-    assert!(report.writes > 3001 / 64, "small batches: {report:?}");
+    assert!(
+        report.writes > 3001 / breadbox::maintenance::PRUNE_BATCH as usize,
+        "small batches: {report:?}"
+    );
     let gone = app
         .get(&format!("/api/v1/connections/link/{done_id}"))
         .await;
