@@ -166,13 +166,15 @@ impl Maintenance {
     }
 
     /// One write through the writer thread, its run time recorded; then a
-    /// pause as long as the write, so the API always has at least half of
-    /// the writer while a backlog drains.
+    /// pause as long as the whole write took (queueing and commit included),
+    /// so the API always has at least half of the writer while a backlog
+    /// drains.
     async fn timed<T, F>(&self, report: &mut Report, f: F) -> DbResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction) -> DbResult<T> + Send + 'static,
     {
+        let asked = Instant::now();
         let (out, took) = self
             .db
             .write_async(move |tx| {
@@ -184,7 +186,7 @@ impl Maintenance {
         report.writes += 1;
         let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
         report.longest_write_ms = report.longest_write_ms.max(ms);
-        tokio::time::sleep(took).await;
+        tokio::time::sleep(asked.elapsed()).await;
         Ok(out)
     }
 
@@ -216,32 +218,10 @@ fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
-/// How often the WAL is copied into the database file (beside the writer,
-/// see [`retention::tune_writer`]).
-pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
-
-/// Checkpoint the WAL every [`CHECKPOINT_EVERY`], forever, on a reader.
-async fn checkpoints(db: Db) {
-    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        if let Err(e) = db.read_async(retention::checkpoint).await {
-            log::warn!("WAL checkpoint failed: {e}");
-        }
-    }
-}
-
-/// Tune the writer, start the checkpoints, then run a pass now and every
-/// [`EVERY`], forever; `tick` runs before each pass (the server prunes its
-/// rate limiters there).
+/// Run a pass now and then every [`EVERY`], forever; `tick` runs before each
+/// pass (the server prunes its rate limiters there).
 pub fn spawn(m: Maintenance, tick: impl Fn() + Send + 'static) {
     tokio::spawn(async move {
-        // Checkpoints first: if they cannot run, the writer keeps its own.
-        tokio::spawn(checkpoints(m.db.clone()));
-        if let Err(e) = m.db.write_async(retention::tune_writer).await {
-            log::warn!("could not tune the database writer: {e}");
-        }
         let mut every = tokio::time::interval(EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -156,26 +156,6 @@ pub fn convert_to_incremental(path: &Path, max_bytes: u64) -> DbResult<bool> {
     incremental(&conn)
 }
 
-/// Tune the writer connection for a large history: no checkpoint inside
-/// its commits (a checkpoint copies up to 1,000 random pages into the file
-/// and fsyncs it, which at a million sessions stalled the mints committing
-/// behind it; [`checkpoint`] runs beside the writer instead), and an 8 MiB
-/// page cache, enough for the inner pages of the random-key indexes (ids,
-/// short ids, token hashes) a mint descends.
-pub fn tune_writer(tx: &Transaction) -> DbResult<()> {
-    tx.query_row("PRAGMA wal_autocheckpoint = 0", [], |_| Ok(()))?;
-    tx.pragma_update(None, "cache_size", -8192)?;
-    Ok(())
-}
-
-/// Copy committed WAL frames into the database file without blocking the
-/// writer or readers (`PASSIVE`). Returns (frames in the WAL, frames copied).
-pub fn checkpoint(conn: &Connection) -> DbResult<(i64, i64)> {
-    Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((r.get(1)?, r.get(2)?))
-    })?)
-}
-
 /// Every statement this module runs, as `(name, sql)`, for the query-plan
 /// test (`db::queries`).
 pub fn queries() -> Vec<(String, String)> {
