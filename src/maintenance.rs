@@ -96,12 +96,7 @@ impl Maintenance {
     /// vacuum, each in small writes until nothing is left to do.
     pub async fn run_once(&self, now: Timestamp) -> DbResult<Report> {
         let mut report = Report::default();
-        self.convert_once().await;
-
-        report.idempotency_keys = self
-            .timed(&mut report, move |tx| idempotency::prune(tx, now))
-            .await?;
-
+        // Expiry first: at start it is what clients can notice.
         let emit = self.db.emit();
         loop {
             let ids = self
@@ -117,6 +112,10 @@ impl Maintenance {
                 break;
             }
         }
+
+        report.idempotency_keys = self
+            .timed(&mut report, move |tx| idempotency::prune(tx, now))
+            .await?;
 
         let cutoff = now.saturating_sub(secs(self.retention.link_sessions));
         let mut after = 0;
@@ -150,6 +149,7 @@ impl Maintenance {
             }
         }
 
+        self.convert_once().await;
         report.free_pages = self.db.read_async(retention::free_pages).await?;
         // Stops when all came back, or when a step frees nothing (a database
         // without incremental vacuum keeps its free pages for reuse).
