@@ -14,8 +14,10 @@
 //! each), statuses and members spread like a household's year (half
 //! expired, a fifth completed, the rest consumed or failed; one busy member
 //! with 60 %), 360 days of history, plus 3,000 sessions that expired while
-//! the server was off. Then it runs the release binary on it and measures:
-//! every list filter (median of 31), a poll, minting (16 concurrent clients),
+//! the server was off. Then it runs the release binary on every size's file
+//! at once, and the measurements take turns between the sizes (so other load
+//! on a shared machine hits them alike): every list filter (median of 31), a
+//! poll, minting (16 concurrent clients, three turns),
 //! how fast the start-up pass writes the unswept sessions, 1,000 long-poll
 //! waiters during a mint loop (re-reads, counted from the server's debug log
 //! of wake-ups), RSS after the list/poll/mint mix and with the waiters, the
@@ -518,33 +520,37 @@ fn size(path: &Path, suffix: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn measure(a: &Args, n: usize) -> Result<Row> {
+/// A built database and what the measurements need of it.
+struct Setup {
+    n: usize,
+    path: PathBuf,
+    key: String,
+    key_id: String,
+    user: String,
+    build_secs: f64,
+}
+
+fn prepare(a: &Args, n: usize) -> Result<Setup> {
     std::fs::create_dir_all(&a.dir)?;
     let path = a.dir.join(format!("growth-{n}.db"));
     eprintln!("[{n}] building…");
     let (built, key_id) = build(&path, n)?;
     eprintln!("[{n}] built in {:.1} s", built.build_secs);
-    let mut row = Row {
+    Ok(Setup {
         n,
+        path,
+        key: built.key,
+        key_id,
+        user: built.busy_user,
         build_secs: built.build_secs,
-        ..Row::default()
-    };
-    let key = built.key.clone();
-    let user = built.busy_user.clone();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .build()?;
+    })
+}
 
-    let s = Server::start(&a.bin, &path)?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while s.first_pass_ms().is_none() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    row.unswept_ms = s.first_pass_ms();
-
-    let api = format!("{}/api/v1/connections/link", s.base);
-    let mid = (n / 2) as i64;
-    let filters: Vec<(String, String)> = vec![
+/// The list queries measured, by name.
+fn filters(st: &Setup) -> Vec<(String, String)> {
+    let user = &st.user;
+    let mid = cursor((st.n / 2) as i64);
+    vec![
         ("no filter".into(), String::new()),
         ("status=pending".into(), "status=pending".into()),
         ("status=active".into(), "status=active".into()),
@@ -563,94 +569,162 @@ async fn measure(a: &Args, n: usize) -> Result<Row> {
         ),
         (
             "status=completed, deep cursor".into(),
-            format!("status=completed&cursor={}", cursor(mid)),
+            format!("status=completed&cursor={mid}"),
         ),
         (
             "user_id=busy&status=failed, deep cursor".into(),
-            format!("user_id={user}&status=failed&cursor={}", cursor(mid)),
+            format!("user_id={user}&status=failed&cursor={mid}"),
         ),
-    ];
-    for (name, q) in &filters {
-        let url = format!("{api}?{q}");
-        get_ms(&http, &url, &key).await?;
-        let mut v = Vec::new();
-        for _ in 0..LIST_RUNS {
-            v.push(get_ms(&http, &url, &key).await?);
-        }
-        row.lists.push((name.clone(), median(v)));
-    }
+    ]
+}
 
-    // Idle mint latency at the drain's concurrency, then throughput at 16.
-    let (lat, _, _) = mint_loop(&http, &s, &key, &user, 4, |e| e.as_secs_f64() > 3.0).await?;
-    row.idle_p99 = p99(lat);
-    let secs = a.mint_seconds;
-    let (lat, took, minted) =
-        mint_loop(&http, &s, &key, &user, 16, move |e| e.as_secs_f64() > secs).await?;
-    row.mint_rps = lat.len() as f64 / took;
-    row.mint_p99 = p99(lat);
-
-    let one = minted.first().context("nothing minted")?;
-    let url = format!("{api}/{one}");
-    let mut v = Vec::new();
-    for _ in 0..200 {
-        v.push(get_ms(&http, &url, &key).await?);
-    }
-    row.poll_ms = median(v);
-
-    // RSS after the list/mint/poll mix, before any waiter.
-    row.rss_mib = s.rss_kib() as f64 / 1024.0;
-
-    // 1,000 long-poll waiters, then a mint loop on other sessions.
-    let waiters: Vec<_> = minted
+/// Every size's server runs at once and the rate measurements take turns
+/// (round-robin), so the other load on a shared machine hits every size
+/// alike and the ratios compare like with like.
+async fn measure_all(a: &Args, setups: &[Setup]) -> Result<Vec<Row>> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let mut rows: Vec<Row> = setups
         .iter()
-        .take(a.waiters)
-        .map(|id| {
-            let (http, url, key) = (http.clone(), format!("{api}/{id}?wait=60"), key.clone());
-            tokio::spawn(async move {
-                let _ = http.get(url).header("X-API-Key", key).send().await;
-            })
+        .map(|st| Row {
+            n: st.n,
+            build_secs: st.build_secs,
+            ..Row::default()
         })
         .collect();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = s.wakeups();
-    mint_loop(&http, &s, &key, &user, 4, |e| e.as_secs_f64() > 3.0).await?;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    row.rereads = s.wakeups() - before;
-    if waiters.len() < a.waiters {
-        eprintln!("[{n}] only {} waiters", waiters.len());
+    let mut servers = Vec::new();
+    for (st, row) in setups.iter().zip(&mut rows) {
+        let s = Server::start(&a.bin, &st.path)?;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while s.first_pass_ms().is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        row.unswept_ms = s.first_pass_ms();
+        servers.push(s);
     }
-    row.file_mib = mib(size(&path, ""));
-    row.wal_mib = mib(size(&path, "-wal"));
-    row.waiters_rss_mib = s.rss_kib() as f64 / 1024.0;
-    for w in waiters {
-        w.abort();
+    let api = |s: &Server| format!("{}/api/v1/connections/link", s.base);
+
+    // Lists: one request per filter per size per round; round 0 warms up.
+    let all_filters: Vec<_> = setups.iter().map(filters).collect();
+    let mut lat = vec![vec![Vec::new(); all_filters[0].len()]; setups.len()];
+    for round in 0..=LIST_RUNS {
+        for (i, (s, st)) in servers.iter().zip(setups).enumerate() {
+            for (f, (_, q)) in all_filters[i].iter().enumerate() {
+                let ms = get_ms(&http, &format!("{}?{q}", api(s)), &st.key).await?;
+                if round > 0 {
+                    lat[i][f].push(ms);
+                }
+            }
+        }
     }
-    s.stop();
+    for (i, row) in rows.iter_mut().enumerate() {
+        for (f, (name, _)) in all_filters[i].iter().enumerate() {
+            row.lists.push((name.clone(), median(lat[i][f].clone())));
+        }
+    }
+
+    // Minting: idle p99 at 4 clients, then 16 clients, in turns.
+    const TURNS: usize = 3;
+    let mut minted = vec![Vec::new(); setups.len()];
+    let mut mint_lat = vec![Vec::new(); setups.len()];
+    let mut idle_lat = vec![Vec::new(); setups.len()];
+    let mut mint_secs = vec![0.0; setups.len()];
+    let turn = a.mint_seconds / TURNS as f64;
+    for _ in 0..TURNS {
+        for (i, (s, st)) in servers.iter().zip(setups).enumerate() {
+            let (l, _, _) =
+                mint_loop(&http, s, &st.key, &st.user, 4, |e| e.as_secs_f64() > 1.0).await?;
+            idle_lat[i].extend(l);
+            let (l, took, ids) = mint_loop(&http, s, &st.key, &st.user, 16, move |e| {
+                e.as_secs_f64() > turn
+            })
+            .await?;
+            mint_lat[i].extend(l);
+            mint_secs[i] += took;
+            minted[i].extend(ids);
+        }
+    }
+    for (i, row) in rows.iter_mut().enumerate() {
+        row.mint_rps = mint_lat[i].len() as f64 / mint_secs[i];
+        row.mint_p99 = p99(mint_lat[i].clone());
+        row.idle_p99 = p99(idle_lat[i].clone());
+    }
+
+    // Poll, in turns.
+    let mut poll = vec![Vec::new(); setups.len()];
+    for _ in 0..200 {
+        for (i, (s, st)) in servers.iter().zip(setups).enumerate() {
+            let one = minted[i].first().context("nothing minted")?;
+            poll[i].push(get_ms(&http, &format!("{}/{one}", api(s)), &st.key).await?);
+        }
+    }
+    for (i, row) in rows.iter_mut().enumerate() {
+        row.poll_ms = median(poll[i].clone());
+        // RSS after the list/poll/mint mix, before any waiter.
+        row.rss_mib = servers[i].rss_kib() as f64 / 1024.0;
+    }
+
+    // 1,000 long-poll waiters, then a mint loop on other sessions.
+    for (i, (s, st)) in servers.iter().zip(setups).enumerate() {
+        let waiters: Vec<_> = minted[i]
+            .iter()
+            .take(a.waiters)
+            .map(|id| {
+                let (http, url, key) = (
+                    http.clone(),
+                    format!("{}/{id}?wait=60", api(s)),
+                    st.key.clone(),
+                );
+                tokio::spawn(async move {
+                    let _ = http.get(url).header("X-API-Key", key).send().await;
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before = s.wakeups();
+        mint_loop(&http, s, &st.key, &st.user, 4, |e| e.as_secs_f64() > 3.0).await?;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        rows[i].rereads = s.wakeups() - before;
+        rows[i].file_mib = mib(size(&st.path, ""));
+        rows[i].wal_mib = mib(size(&st.path, "-wal"));
+        rows[i].waiters_rss_mib = s.rss_kib() as f64 / 1024.0;
+        for w in waiters {
+            w.abort();
+        }
+    }
+    for s in servers {
+        s.stop();
+    }
 
     // A server that was off for a while: the backlog is written at start,
-    // while clients mint.
-    let members: Vec<String> = {
-        let c = open_raw(&path)?;
-        let mut st = c.prepare("SELECT id FROM users ORDER BY seq")?;
-        let ids = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-        ids
-    };
-    let t = now();
-    with_inserter(&path, &key_id, |ins| unswept(ins, &members, a.backlog, t))?;
-    let s = Server::start(&a.bin, &path)?;
-    let log = s.log.clone();
-    let drained = move |e: Duration| {
-        e > Duration::from_secs(300)
-            || log
-                .lock()
-                .map(|l| l.iter().any(|x| x.contains("maintenance: ")))
-                .unwrap_or(true)
-    };
-    let (lat, _, _) = mint_loop(&http, &s, &key, &user, 4, drained).await?;
-    row.backlog_ms = s.first_pass_ms();
-    row.backlog_p99 = p99(lat);
-    s.stop();
-    Ok(row)
+    // while clients mint. One size at a time.
+    for (st, row) in setups.iter().zip(&mut rows) {
+        let members: Vec<String> = {
+            let c = open_raw(&st.path)?;
+            let mut q = c.prepare("SELECT id FROM users ORDER BY seq")?;
+            let ids = q.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            ids
+        };
+        let t = now();
+        with_inserter(&st.path, &st.key_id, |ins| {
+            unswept(ins, &members, a.backlog, t)
+        })?;
+        let s = Server::start(&a.bin, &st.path)?;
+        let log = s.log.clone();
+        let drained = move |e: Duration| {
+            e > Duration::from_secs(300)
+                || log
+                    .lock()
+                    .map(|l| l.iter().any(|x| x.contains("maintenance: ")))
+                    .unwrap_or(true)
+        };
+        let (lat, _, _) = mint_loop(&http, &s, &st.key, &st.user, 4, drained).await?;
+        row.backlog_ms = s.first_pass_ms();
+        row.backlog_p99 = p99(lat);
+        s.stop();
+    }
+    Ok(rows)
 }
 
 fn fmt_ms(v: f64) -> String {
@@ -762,11 +836,12 @@ fn main() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let mut rows = Vec::new();
-    for &n in &a.sizes {
-        rows.push(rt.block_on(measure(&a, n))?);
-        eprintln!("{}", table(&rows));
-    }
+    let setups = a
+        .sizes
+        .iter()
+        .map(|&n| prepare(&a, n))
+        .collect::<Result<Vec<_>>>()?;
+    let rows = rt.block_on(measure_all(&a, &setups))?;
     let text = format!("{}{}", table(&rows), goals(&rows));
     println!("{text}");
     let out = PathBuf::from("target/bench/growth.md");
