@@ -52,6 +52,8 @@ pub fn prune_sessions(
     let full = rows.len() == batch as usize;
     for (seq, id, status, created_at) in rows {
         if created_at >= cutoff {
+            // Everything older is done: the walk ends here.
+            step.next_after = None;
             return Ok(step);
         }
         step.next_after = Some(seq);
@@ -96,6 +98,7 @@ pub fn prune_webhooks(
     for (seq, created_at, delivered_at, dead_at) in rows {
         // A message finishes after it was created: none younger can qualify.
         if created_at >= cutoff.max(undelivered_cutoff) {
+            step.next_after = None;
             return Ok(step);
         }
         step.next_after = Some(seq);
@@ -175,6 +178,79 @@ pub fn queries() -> Vec<(String, String)> {
 mod tests {
     use super::*;
     use crate::db::Db;
+
+    fn session(tx: &Transaction, user: &str, status: &str, created: Timestamp) -> DbResult<()> {
+        let id = crate::domain::ids::new_uuid();
+        tx.execute(
+            "INSERT INTO link_sessions (id, short_id, token_hash, user_id, action, single_use,
+                status, expires_at, created_at)
+             VALUES (?1, ?2, ?1, ?3, 'link', 0, ?4, ?5 + 900, ?5)",
+            rusqlite::params![
+                id,
+                crate::domain::ids::new_short_id(),
+                user,
+                status,
+                created
+            ],
+        )?;
+        crate::db::events::insert(tx, &id, "session.created", created, &serde_json::json!({}))
+    }
+
+    #[test]
+    fn the_walk_deletes_old_terminal_rows_only_and_stops_at_young_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("walk.db"), "NORMAL").expect("open");
+        db.write(|tx| {
+            let u = crate::db::users::insert(tx, "Ana", None, 0)?;
+            session(tx, &u.id, "completed", 100)?;
+            session(tx, &u.id, "pending", 110)?; // stored live: left for the sweeper
+            session(tx, &u.id, "expired", 120)?;
+            session(tx, &u.id, "failed", 1_000)?; // young
+            Ok(())
+        })
+        .expect("rows");
+        let step = db
+            .write(|tx| prune_sessions(tx, 500, 0, 10))
+            .expect("prune");
+        assert_eq!((step.deleted, step.events, step.next_after), (2, 2, None));
+        let left: Vec<String> = db
+            .read(|c| {
+                let mut q = c.prepare("SELECT status FROM link_sessions ORDER BY seq")?;
+                let rows = q.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .expect("left");
+        assert_eq!(left, ["pending", "failed"]);
+
+        // Webhooks: finished before the cutoff go; undelivered only past the window.
+        let ids: Vec<String> = [100, 200, 300, 9_000]
+            .into_iter()
+            .map(|at| {
+                db.write(|tx| crate::db::outbox::enqueue(tx, "t", &serde_json::json!({}), at))
+                    .expect("enqueue")
+            })
+            .collect();
+        let first = ids[0].clone();
+        db.write(move |tx| crate::db::outbox::mark_delivered(tx, &first, 150))
+            .expect("delivered");
+        let step = db
+            .write(move |tx| prune_webhooks(tx, 5_000, 250, 0, 2))
+            .expect("prune");
+        assert_eq!(
+            (step.deleted, step.next_after),
+            (2, Some(2)),
+            "a full batch"
+        );
+        let step = db
+            .write(move |tx| prune_webhooks(tx, 5_000, 250, 2, 2))
+            .expect("prune");
+        assert_eq!(
+            (step.deleted, step.next_after),
+            (0, None),
+            "300 is in its window"
+        );
+        assert_eq!(db.read(crate::db::outbox::pending_count).expect("n"), 2);
+    }
 
     #[test]
     fn a_small_database_is_switched_to_incremental_vacuum() {
