@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../src/db/migrations/0002_outbox.sql"),
     include_str!("../src/db/migrations/0003_idempotency.sql"),
     include_str!("../src/db/migrations/0004_meta.sql"),
+    include_str!("../src/db/migrations/0005_growth.sql"),
 ];
 
 /// Same as the server's `BUSY_TIMEOUT` (src/db/mod.rs).

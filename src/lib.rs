@@ -16,6 +16,7 @@ pub mod health_check;
 pub mod hosted;
 pub mod hygiene;
 pub mod limits;
+pub mod maintenance;
 pub mod mcp;
 pub mod provider_webhooks;
 pub mod providers;

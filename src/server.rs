@@ -45,9 +45,6 @@ fn access_log() -> Logger {
         })
 }
 
-/// How often the sweeper writes `expired` on sessions whose time has passed.
-const SWEEP_EVERY: Duration = Duration::from_secs(10);
-
 /// Build the server on an already bound listener (port 0 in tests) and start
 /// its background tasks. Must be called inside a Tokio runtime.
 pub fn build(config: Config, db: Db, listener: TcpListener) -> std::io::Result<Server> {
@@ -80,9 +77,9 @@ pub fn build_with(
         state.webhooks = Some(worker);
     }
     let state = web::Data::new(state);
-    spawn_sweeper(state.clone().into_inner());
+    spawn_maintenance(state.clone().into_inner());
     crate::health_check::spawn(state.clone().into_inner());
-    crate::waiters::spawn_cross_process_watch(state.waiters.clone(), &state.config.database.path);
+    crate::waiters::spawn_cross_process_watch(state.waiters.clone(), state.db.clone());
     let data = state.clone();
     let oauth_return = state
         .config
@@ -156,35 +153,16 @@ fn spawn_signal_handler(handle: actix_web::dev::ServerHandle, waiters: Arc<Waite
     });
 }
 
-fn spawn_sweeper(state: Arc<AppState>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(SWEEP_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let now = crate::domain::time::now();
-            state.limits.prune();
-            let emit = state.db.emit();
-            let swept = state
-                .db
-                .write_async(move |tx| {
-                    crate::db::idempotency::prune(tx, now)?;
-                    crate::db::link_sessions::expire_due(tx, now, 500, emit)
-                })
-                .await;
-            match swept {
-                Ok(ids) => {
-                    for id in &ids {
-                        state.changed(id);
-                    }
-                    if !ids.is_empty() {
-                        log::info!("marked {} link sessions expired", ids.len());
-                    }
-                }
-                Err(e) => log::error!("expiry sweep failed: {e}"),
-            }
-        }
-    });
+/// The expiry sweeper and retention (see [`crate::maintenance`]).
+fn spawn_maintenance(state: Arc<AppState>) {
+    let changed = state.clone();
+    let m = crate::maintenance::Maintenance::new(
+        state.db.clone(),
+        state.config.retention.clone(),
+        Arc::new(move |id: &str| changed.changed(id)),
+    )
+    .converting(state.config.database.path.clone());
+    crate::maintenance::spawn(m, move || state.limits.prune());
 }
 
 #[cfg(test)]

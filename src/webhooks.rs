@@ -5,7 +5,7 @@
 //! de-duplicates on `webhook-id`, which stays the same for every attempt.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -28,9 +28,6 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60 * 60);
 
 /// Messages delivered per pass before the outbox is asked again.
 const BATCH: u32 = 20;
-
-/// How often delivered and dead messages are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
 
 /// Failure texts stored in the outbox are cut to this many characters.
 const MAX_ERROR_CHARS: usize = 200;
@@ -180,12 +177,11 @@ struct Worker {
 impl Worker {
     /// Deliver, then wait for a wake-up or the poll interval, until stopped.
     async fn run(self, mut stop: oneshot::Receiver<()>) {
-        let mut last_prune: Option<Instant> = None;
         loop {
             let more = tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                more = self.pass(&mut last_prune) => more,
+                more = self.pass() => more,
             };
             if more {
                 continue;
@@ -200,18 +196,10 @@ impl Worker {
         debug!("webhooks: delivery task stopped");
     }
 
-    /// Prune if it is time, then try one batch of due messages. True when the
+    /// Try one batch of due messages (finished ones are pruned by
+    /// `maintenance`, under `[retention]`). True when the
     /// batch was full, so more may be waiting.
-    async fn pass(&self, last_prune: &mut Option<Instant>) -> bool {
-        if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
-            *last_prune = Some(Instant::now());
-            let now = time::now();
-            match self.db.write_async(move |tx| outbox::prune(tx, now)).await {
-                Ok(0) => {}
-                Ok(n) => debug!("webhooks: pruned {n} finished messages"),
-                Err(e) => warn!("webhooks: could not prune the outbox: {e}"),
-            }
-        }
+    async fn pass(&self) -> bool {
         let now = time::now();
         let batch = match self
             .db

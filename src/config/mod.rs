@@ -89,6 +89,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[log]`: log verbosity.
     pub log: LogConfig,
+    /// `[retention]`: how long finished history is kept (CONTRACT §11 "Growth").
+    pub retention: RetentionConfig,
     /// `[mcp]`: the MCP endpoint for AI assistants.
     pub mcp: McpConfig,
 }
@@ -416,6 +418,29 @@ impl Default for LimitsConfig {
     }
 }
 
+/// `[retention]` section (CONTRACT §11 "Growth"): finished history older than
+/// these periods is pruned in small batches; connections are never pruned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Terminal link sessions and their events are deleted this long after
+    /// they were created (default 400 days).
+    pub link_sessions: Duration,
+    /// Delivered or dead webhook messages are deleted this long after they
+    /// finished (default 30 days), whether or not webhooks are configured.
+    pub webhook_deliveries: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            link_sessions: Duration::from_secs(400 * DAY_SECS),
+            webhook_deliveries: Duration::from_secs(30 * DAY_SECS),
+        }
+    }
+}
+
+const DAY_SECS: u64 = 24 * 60 * 60;
+
 /// `[log]` section.
 #[derive(Clone, Debug, Default)]
 pub struct LogConfig {
@@ -532,6 +557,8 @@ const KEYS: &[Key] = &[
     key("limits", "api_per_minute", Kind::UInt),
     key("limits", "bad_api_key_per_minute", Kind::UInt),
     key("log", "level", Kind::Str),
+    key("retention", "link_sessions", Kind::Str),
+    key("retention", "webhook_deliveries", Kind::Str),
     key("mcp", "enabled", Kind::Bool),
 ];
 
@@ -981,6 +1008,12 @@ fn apply(config: &mut Config, key: &Key, raw: Raw, name: &str) -> Result<(), Con
                 _ => LogLevel::Info,
             }
         }
+        ("retention", "link_sessions", Str(s)) => {
+            c.retention.link_sessions = parse_retention(&s, name)?
+        }
+        ("retention", "webhook_deliveries", Str(s)) => {
+            c.retention.webhook_deliveries = parse_retention(&s, name)?
+        }
         ("mcp", "enabled", Bool(b)) => c.mcp.enabled = b,
         // Only reachable if KEYS and this match disagree; the tests cover every key.
         _ => return Err(err(format!("unknown key {}.{}", key.section, key.name))),
@@ -1061,6 +1094,29 @@ fn to_u32(n: i64, name: &str) -> Result<u32, ConfigError> {
             u32::MAX
         ))
     })
+}
+
+/// A retention period such as "400d", "30 days", "12h" or "90s" (days count
+/// as 24 hours; months and years are refused, their length varies). At
+/// least one second.
+fn parse_retention(s: &str, name: &str) -> Result<Duration, ConfigError> {
+    use jiff::{Span, SpanRelativeTo, Unit};
+    let bad = || {
+        err(format!(
+            "{name}: invalid duration \"{s}\" (expected e.g. \"400d\", \"30d\", \"12h\" or \"90s\"; \
+             units: d, h, m, s)"
+        ))
+    };
+    let span: Span = s.trim().parse().map_err(|_| bad())?;
+    let secs = span
+        .total((Unit::Second, SpanRelativeTo::days_are_24_hours()))
+        .map_err(|_| bad())?;
+    if !(1.0..=1e12).contains(&secs) {
+        return Err(err(format!(
+            "{name}: must be at least one second (got \"{s}\")"
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn parse_listen(s: &str, name: &str) -> Result<SocketAddr, ConfigError> {

@@ -74,6 +74,8 @@ fn sample(key: &Key) -> &'static str {
         ("limits", "bad_api_key_per_minute") => "7",
         ("log", "level") => "debug",
         ("mcp", "enabled") => "false",
+        ("retention", "link_sessions") => "90d",
+        ("retention", "webhook_deliveries") => "12h",
         _ => panic!("no sample for {}.{}", key.section, key.name),
     }
 }
@@ -876,4 +878,31 @@ fn relative_paths_in_a_file_follow_the_file() {
     // The environment's relative value stays relative to the working directory.
     let c = load(&flags, env(&[("BREADBOX_DATABASE_PATH", "here.db")])).expect("env");
     assert_eq!(c.database.path, PathBuf::from("here.db"));
+}
+
+#[test]
+fn retention_durations() {
+    let c = Config::default();
+    assert_eq!(c.retention.link_sessions, Duration::from_secs(400 * 86_400));
+    assert_eq!(
+        c.retention.webhook_deliveries,
+        Duration::from_secs(30 * 86_400)
+    );
+    let c = from_toml_str("[retention]\nlink_sessions = \"2d 3h\"\nwebhook_deliveries = \"90s\"\n")
+        .expect("retention");
+    assert_eq!(
+        c.retention.link_sessions,
+        Duration::from_secs(2 * 86_400 + 3 * 3600)
+    );
+    assert_eq!(c.retention.webhook_deliveries, Duration::from_secs(90));
+    let c = load(
+        &Flags::default(),
+        env(&[("BREADBOX_RETENTION_LINK_SESSIONS", "30 days")]),
+    )
+    .expect("env");
+    assert_eq!(c.retention.link_sessions, Duration::from_secs(30 * 86_400));
+    for bad in ["", "0s", "forever", "1y", "-5d", "12"] {
+        let e = toml_err(&format!("[retention]\nlink_sessions = \"{bad}\"\n"));
+        assert!(e.starts_with("retention.link_sessions: "), "{bad}: {e}");
+    }
 }

@@ -69,6 +69,11 @@ pub struct NewSession {
     pub token_hash: String,
 }
 
+const INSERT_SQL: &str = "INSERT INTO link_sessions (id, short_id, token_hash, user_id, provider,
+    action, connection_id, single_use, redirect_url, label, status, expires_at, created_at,
+    api_key_id)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11, ?12, ?13)";
+
 /// Insert a session and its `session.created` event.
 pub fn insert(
     tx: &Transaction,
@@ -95,12 +100,7 @@ pub fn insert(
         completed_at: None,
         created_at: now,
     };
-    tx.prepare_cached(
-        "INSERT INTO link_sessions (id, short_id, token_hash, user_id, provider, action,
-            connection_id, single_use, redirect_url, label, status, expires_at, created_at, api_key_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11, ?12, ?13)",
-    )?
-    .execute(rusqlite::params![
+    tx.prepare_cached(INSERT_SQL)?.execute(rusqlite::params![
         s.id,
         s.short_id,
         new.token_hash,
@@ -154,29 +154,40 @@ pub struct ListFilter {
     pub limit: u32,
 }
 
+/// The derived `expired` filter as three arms, each served in `seq` order by
+/// an index ((status, seq) or (user_id, status, seq)) and merged by SQLite:
+/// an `OR` across statuses would scan the table or sort it.
+const EXPIRED_ARMS: [&str; 3] = [
+    "status = 'expired'",
+    "status = 'pending' AND expires_at <= ?2",
+    "status = 'active' AND expires_at <= ?2",
+];
+
+/// The SQL of one list query. Parameters: ?1 before-seq, ?2 now, ?3 status,
+/// ?4 user id, ?5 page size + 1. Every combination is in [`queries`], so the
+/// query-plan test covers it.
+fn list_sql(status: Option<Status>, by_user: bool) -> String {
+    let user = if by_user { " AND user_id = ?4" } else { "" };
+    let arm =
+        |cond: &str| format!("SELECT {COLS} FROM link_sessions WHERE seq < ?1 AND {cond}{user}");
+    let body = match status {
+        None => format!("SELECT {COLS} FROM link_sessions WHERE seq < ?1{user}"),
+        Some(Status::Expired) => EXPIRED_ARMS.map(arm).join(" UNION ALL "),
+        Some(Status::Pending | Status::Active) => arm("status = ?3 AND expires_at > ?2"),
+        Some(_) => arm("status = ?3"),
+    };
+    format!("{body} ORDER BY seq DESC LIMIT ?5")
+}
+
 /// A page of sessions, newest first, and the position to continue from.
 pub fn list(
     conn: &Connection,
     f: &ListFilter,
     now: Timestamp,
 ) -> DbResult<(Vec<LinkSession>, Option<i64>)> {
-    let mut sql = format!("SELECT {COLS} FROM link_sessions WHERE seq < ?1");
-    let status_cond = match f.status {
-        None => "",
-        Some(Status::Expired) => {
-            " AND (status = 'expired' OR (status IN ('pending', 'active') AND expires_at <= ?2))"
-        }
-        Some(Status::Pending | Status::Active) => " AND status = ?3 AND expires_at > ?2",
-        Some(_) => " AND status = ?3",
-    };
-    sql.push_str(status_cond);
-    if f.user_id.is_some() {
-        sql.push_str(" AND user_id = ?4");
-    }
-    sql.push_str(" ORDER BY seq DESC LIMIT ?5");
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = conn.prepare_cached(&list_sql(f.status, f.user_id.is_some()))?;
     // SQLite counts parameters up to the highest number used (?5), so binding all
-    // five is right even when a filter leaves ?3 or ?4 out.
+    // five is right even when a filter leaves ?2, ?3 or ?4 out.
     let mut page = stmt
         .query_map(
             rusqlite::params![
@@ -209,6 +220,27 @@ pub struct Change {
     pub detail: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The compare-and-set of a transition. The expiry guard differs for
+/// `Expire`: it needs the time to have passed.
+fn transition_sql(expire: bool) -> String {
+    let time_guard = if expire {
+        "expires_at <= ?5"
+    } else {
+        "expires_at > ?5"
+    };
+    format!(
+        "UPDATE link_sessions SET
+            status = ?2,
+            started_at = CASE WHEN ?3 THEN COALESCE(started_at, ?5) ELSE started_at END,
+            completed_at = CASE WHEN ?4 THEN ?5 ELSE completed_at END,
+            error_code = COALESCE(?6, error_code),
+            error_message = COALESCE(?7, error_message),
+            result_connection_ids = CASE WHEN ?8 IS NULL THEN result_connection_ids
+                ELSE json_insert(result_connection_ids, '$[#]', ?8) END
+         WHERE id = ?1 AND status IN (?9, ?10) AND {time_guard}"
+    )
+}
+
 /// Attempt `t` on session `id` as one compare-and-set, recording its events.
 /// Returns the updated session, or why it was refused (nothing written then).
 pub fn transition(
@@ -222,23 +254,7 @@ pub fn transition(
     let from = t.from_states();
     let to = t.to_state();
     let (code, message) = change.error.clone().unzip();
-    // The expiry guard differs for Expire: it needs the time to have passed.
-    let time_guard = if t == Transition::Expire {
-        "expires_at <= ?5"
-    } else {
-        "expires_at > ?5"
-    };
-    let sql = format!(
-        "UPDATE link_sessions SET
-            status = ?2,
-            started_at = CASE WHEN ?3 THEN COALESCE(started_at, ?5) ELSE started_at END,
-            completed_at = CASE WHEN ?4 THEN ?5 ELSE completed_at END,
-            error_code = COALESCE(?6, error_code),
-            error_message = COALESCE(?7, error_message),
-            result_connection_ids = CASE WHEN ?8 IS NULL THEN result_connection_ids
-                ELSE json_insert(result_connection_ids, '$[#]', ?8) END
-         WHERE id = ?1 AND status IN (?9, ?10) AND {time_guard}"
-    );
+    let sql = transition_sql(t == Transition::Expire);
     let changed = tx.prepare_cached(&sql)?.execute(rusqlite::params![
         id,
         to.as_str(),
@@ -328,7 +344,13 @@ fn record_events(
     Ok(())
 }
 
-/// Write `expired` on up to `batch` live sessions whose time has passed.
+/// Live sessions whose time has passed, served by the partial index
+/// `link_sessions_live` (expires_at) WHERE status IN ('pending', 'active').
+const EXPIRE_DUE_SQL: &str = "SELECT id FROM link_sessions
+    WHERE status IN ('pending', 'active') AND expires_at <= ?1 LIMIT ?2";
+
+/// Write `expired` on up to `batch` live sessions whose time has passed
+/// (one compare-and-set each, with its event and webhook).
 /// Returns the ids that changed.
 pub fn expire_due(
     tx: &Transaction,
@@ -337,10 +359,7 @@ pub fn expire_due(
     emit: Emit,
 ) -> DbResult<Vec<String>> {
     let ids: Vec<String> = {
-        let mut stmt = tx.prepare_cached(
-            "SELECT id FROM link_sessions
-             WHERE status IN ('pending', 'active') AND expires_at <= ?1 LIMIT ?2",
-        )?;
+        let mut stmt = tx.prepare_cached(EXPIRE_DUE_SQL)?;
         let rows = stmt.query_map((now, batch), |r| r.get(0))?;
         rows.collect::<Result<_, _>>()?
     };
@@ -351,4 +370,59 @@ pub fn expire_due(
         }
     }
     Ok(done)
+}
+
+/// SQLite's `data_version` on this connection: it changes when another
+/// connection commits, never for this connection's own commits. On the
+/// writer connection, a change means another process (the CLI) wrote.
+pub fn data_version(conn: &Connection) -> DbResult<i64> {
+    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+}
+
+/// Every statement this module runs, as `(name, sql)`, for the query-plan
+/// test (`db::queries`): every list filter combination included.
+pub fn queries() -> Vec<(String, String)> {
+    let mut out = vec![
+        ("link_sessions.insert".to_owned(), INSERT_SQL.to_owned()),
+        (
+            "link_sessions.get(id)".to_owned(),
+            format!("SELECT {COLS} FROM link_sessions WHERE id = ?1"),
+        ),
+        (
+            "link_sessions.get(short_id)".to_owned(),
+            format!("SELECT {COLS} FROM link_sessions WHERE short_id = ?1"),
+        ),
+        (
+            "link_sessions.get_by_token_hash".to_owned(),
+            format!("SELECT {COLS} FROM link_sessions WHERE token_hash = ?1"),
+        ),
+        ("link_sessions.transition".to_owned(), transition_sql(false)),
+        (
+            "link_sessions.transition(expire)".to_owned(),
+            transition_sql(true),
+        ),
+        (
+            "link_sessions.expire_due".to_owned(),
+            EXPIRE_DUE_SQL.to_owned(),
+        ),
+    ];
+    let statuses = [
+        None,
+        Some(Status::Pending),
+        Some(Status::Active),
+        Some(Status::Completed),
+        Some(Status::Consumed),
+        Some(Status::Failed),
+        Some(Status::Expired),
+    ];
+    for status in statuses {
+        for by_user in [false, true] {
+            let name = format!(
+                "link_sessions.list(status={}, user={by_user})",
+                status.map_or("any", Status::as_str)
+            );
+            out.push((name, list_sql(status, by_user)));
+        }
+    }
+    out
 }

@@ -11,8 +11,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_outbox.sql"),
     include_str!("migrations/0003_idempotency.sql"),
     include_str!("migrations/0004_meta.sql"),
-    // 0005 is reserved for another change; this list, not the file names, sets the version.
+    include_str!("migrations/0005_growth.sql"),
     include_str!("migrations/0006_connection_health.sql"),
+    include_str!("migrations/0007_sealed_idempotency.sql"),
 ];
 
 /// The schema version this build writes.
@@ -41,4 +42,52 @@ pub fn run(tx: &Transaction) -> DbResult<()> {
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::*;
+
+    /// Migrate an in-memory database up to `version` (all when `None`).
+    fn migrate_to(conn: &mut Connection, version: Option<usize>) {
+        let tx = conn.transaction().expect("tx");
+        for (i, sql) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .take(version.unwrap_or(MIGRATIONS.len()))
+        {
+            tx.execute_batch(sql).expect("migration");
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .expect("version");
+        }
+        tx.commit().expect("commit");
+    }
+
+    #[test]
+    fn plaintext_idempotency_replays_of_older_versions_are_deleted() {
+        let mut conn = Connection::open_in_memory().expect("db");
+        migrate_to(&mut conn, Some(6));
+        conn.execute_batch(
+            "INSERT INTO idempotency_keys VALUES ('k', 'plain', 'f', 201, '{\"token\":\"t\"}', 1);
+             INSERT INTO idempotency_keys VALUES ('k', 'sealed', 'f', 201, x'01AB', 1);",
+        )
+        .expect("rows");
+        let tx = conn.transaction().expect("tx");
+        run(&tx).expect("migrate");
+        tx.commit().expect("commit");
+        let left: Vec<String> = conn
+            .prepare("SELECT key FROM idempotency_keys")
+            .expect("stmt")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(left, ["sealed"]);
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, latest());
+    }
 }

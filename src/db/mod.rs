@@ -11,6 +11,8 @@ pub mod link_sessions;
 pub mod meta;
 mod migrate;
 pub mod outbox;
+pub mod queries;
+pub mod retention;
 pub mod users;
 mod worker;
 

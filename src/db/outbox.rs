@@ -8,8 +8,23 @@ use super::DbResult;
 use crate::domain::ids::random_base62;
 use crate::domain::time::{rfc3339, Timestamp};
 
-/// Delivered and dead messages are kept this long (seconds), then pruned.
-const KEEP_FINISHED_SECS: i64 = 3 * 24 * 60 * 60;
+// Undelivered rows are found through the partial index `webhook_outbox_pending`.
+const ENQUEUE_SQL: &str =
+    "INSERT INTO webhook_outbox (id, event_type, payload, created_at, next_attempt_at)
+    VALUES (?1, ?2, ?3, ?4, ?4)";
+const DUE_SQL: &str = "SELECT id, event_type, payload, created_at, attempts FROM webhook_outbox
+    WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= ?1
+    ORDER BY seq LIMIT ?2";
+const DELIVERED_SQL: &str = "UPDATE webhook_outbox SET delivered_at = ?2, attempts = attempts + 1
+    WHERE id = ?1 AND delivered_at IS NULL AND dead_at IS NULL";
+const FAILED_SQL: &str =
+    "UPDATE webhook_outbox SET attempts = ?2, next_attempt_at = ?3, last_error = ?4
+    WHERE id = ?1 AND delivered_at IS NULL AND dead_at IS NULL";
+const DEAD_SQL: &str =
+    "UPDATE webhook_outbox SET dead_at = ?2, attempts = attempts + 1, last_error = ?3
+    WHERE id = ?1 AND delivered_at IS NULL AND dead_at IS NULL";
+const PENDING_COUNT_SQL: &str = "SELECT COUNT(*) FROM webhook_outbox
+    WHERE delivered_at IS NULL AND dead_at IS NULL";
 
 /// One message waiting to be delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,21 +57,18 @@ pub fn enqueue(
 ) -> DbResult<String> {
     let id = new_message_id();
     let body = json!({"type": event_type, "timestamp": rfc3339(now), "data": data});
-    tx.prepare_cached(
-        "INSERT INTO webhook_outbox (id, event_type, payload, created_at, next_attempt_at)
-         VALUES (?1, ?2, ?3, ?4, ?4)",
-    )?
-    .execute(rusqlite::params![id, event_type, body.to_string(), now])?;
+    tx.prepare_cached(ENQUEUE_SQL)?.execute(rusqlite::params![
+        id,
+        event_type,
+        body.to_string(),
+        now
+    ])?;
     Ok(id)
 }
 
 /// Up to `limit` undelivered, live messages due at `now`, oldest first.
 pub fn due(conn: &Connection, now: Timestamp, limit: u32) -> DbResult<Vec<Delivery>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, event_type, payload, created_at, attempts FROM webhook_outbox
-         WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= ?1
-         ORDER BY seq LIMIT ?2",
-    )?;
+    let mut stmt = conn.prepare_cached(DUE_SQL)?;
     let rows = stmt.query_map(rusqlite::params![now, limit], |r| {
         Ok(Delivery {
             id: r.get(0)?,
@@ -72,10 +84,7 @@ pub fn due(conn: &Connection, now: Timestamp, limit: u32) -> DbResult<Vec<Delive
 /// Record a successful attempt. False when the message was already finished.
 pub fn mark_delivered(tx: &Transaction, id: &str, now: Timestamp) -> DbResult<bool> {
     let n = tx
-        .prepare_cached(
-            "UPDATE webhook_outbox SET delivered_at = ?2, attempts = attempts + 1
-             WHERE id = ?1 AND delivered_at IS NULL AND dead_at IS NULL",
-        )?
+        .prepare_cached(DELIVERED_SQL)?
         .execute(rusqlite::params![id, now])?;
     Ok(n == 1)
 }
@@ -89,12 +98,12 @@ pub fn mark_failed(
     next_attempt_at: Timestamp,
     error: &str,
 ) -> DbResult<bool> {
-    let n = tx
-        .prepare_cached(
-            "UPDATE webhook_outbox SET attempts = ?2, next_attempt_at = ?3, last_error = ?4
-             WHERE id = ?1 AND delivered_at IS NULL AND dead_at IS NULL",
-        )?
-        .execute(rusqlite::params![id, attempts, next_attempt_at, error])?;
+    let n = tx.prepare_cached(FAILED_SQL)?.execute(rusqlite::params![
+        id,
+        attempts,
+        next_attempt_at,
+        error
+    ])?;
     Ok(n == 1)
 }
 
@@ -102,10 +111,7 @@ pub fn mark_failed(
 /// False when the message was already finished.
 pub fn mark_dead(tx: &Transaction, id: &str, now: Timestamp, error: &str) -> DbResult<bool> {
     let n = tx
-        .prepare_cached(
-            "UPDATE webhook_outbox SET dead_at = ?2, attempts = attempts + 1, last_error = ?3
-             WHERE id = ?1 AND delivered_at IS NULL AND dead_at IS NULL",
-        )?
+        .prepare_cached(DEAD_SQL)?
         .execute(rusqlite::params![id, now, error])?;
     Ok(n == 1)
 }
@@ -113,21 +119,24 @@ pub fn mark_dead(tx: &Transaction, id: &str, now: Timestamp, error: &str) -> DbR
 /// How many messages still wait for delivery (neither delivered nor dead).
 pub fn pending_count(conn: &Connection) -> DbResult<i64> {
     Ok(conn
-        .prepare_cached(
-            "SELECT COUNT(*) FROM webhook_outbox WHERE delivered_at IS NULL AND dead_at IS NULL",
-        )?
+        .prepare_cached(PENDING_COUNT_SQL)?
         .query_row([], |r| r.get(0))?)
 }
 
-/// Delete delivered and dead messages that finished more than 3 days before
-/// `now`. Returns how many were deleted.
-pub fn prune(tx: &Transaction, now: Timestamp) -> DbResult<usize> {
-    Ok(tx
-        .prepare_cached(
-            "DELETE FROM webhook_outbox
-             WHERE COALESCE(delivered_at, dead_at) < ?1",
-        )?
-        .execute([now - KEEP_FINISHED_SECS])?)
+/// Every statement this module runs, as `(name, sql)`, for the query-plan
+/// test (`db::queries`).
+pub fn queries() -> Vec<(String, String)> {
+    [
+        ("outbox.enqueue", ENQUEUE_SQL),
+        ("outbox.due", DUE_SQL),
+        ("outbox.mark_delivered", DELIVERED_SQL),
+        ("outbox.mark_failed", FAILED_SQL),
+        ("outbox.mark_dead", DEAD_SQL),
+        ("outbox.pending_count", PENDING_COUNT_SQL),
+    ]
+    .into_iter()
+    .map(|(n, s)| (n.to_owned(), s.to_owned()))
+    .collect()
 }
 
 #[cfg(test)]
@@ -166,7 +175,7 @@ mod tests {
     }
 
     #[test]
-    fn lifecycle_and_prune() {
+    fn lifecycle() {
         let (_dir, db) = db();
         let now = 1_000_000;
         let a = db.write(|tx| enqueue(tx, "a", &json!({}), now)).expect("a");
@@ -194,15 +203,6 @@ mod tests {
 
         let keep = db.write(|tx| enqueue(tx, "c", &json!({}), now)).expect("c");
         assert_eq!(db.read(pending_count).expect("count"), 1);
-        // b finished at `now`, a at `now + 20`: only b is past the 3 days.
-        let pruned = db
-            .write(|tx| prune(tx, now + KEEP_FINISHED_SECS + 1))
-            .expect("prune");
-        assert_eq!(pruned, 1);
-        let pruned = db
-            .write(|tx| prune(tx, now + KEEP_FINISHED_SECS + 100))
-            .expect("prune");
-        assert_eq!(pruned, 1);
         assert_eq!(ids(now), [keep.as_str()]);
     }
 }

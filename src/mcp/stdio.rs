@@ -31,7 +31,7 @@ pub async fn serve(config: Config, db: Db, raw_key: &str) -> Result<(), String> 
     }
     log::info!("MCP on stdio as API key {} ({})", key.name, key.short_id);
     // Wake waiters when the server (another process) changes a session.
-    crate::waiters::spawn_cross_process_watch(state.waiters.clone(), &state.config.database.path);
+    crate::waiters::spawn_cross_process_watch(state.waiters.clone(), state.db.clone());
     let server = Breadbox::fixed(state, hash, public_base)
         .serve(rmcp::transport::stdio())
         .await

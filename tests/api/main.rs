@@ -12,6 +12,7 @@ mod concurrency;
 mod connection_lifecycle;
 mod crash;
 mod fakes;
+mod growth;
 mod hosted;
 mod hostile;
 mod hygiene;
