@@ -958,12 +958,7 @@ fn apply(config: &mut Config, key: &Key, raw: Raw, name: &str) -> Result<(), Con
             c.teller.webhook_signing_secrets = v.into_iter().map(Secret).collect();
         }
         ("connections", "health_check_interval", Str(s)) => {
-            c.connections.health_check_interval = parse_duration(&s).ok_or_else(|| {
-                err(format!(
-                    "{name}: invalid duration \"{s}\" (expected a whole number with a unit, \
-                     e.g. \"24h\", \"90m\", \"30s\", \"7d\"; \"0\" turns checks off)"
-                ))
-            })?
+            c.connections.health_check_interval = parse_duration(&s, name, true)?
         }
         ("teller", "environment", Str(s)) => {
             c.teller.environment =
@@ -1009,10 +1004,10 @@ fn apply(config: &mut Config, key: &Key, raw: Raw, name: &str) -> Result<(), Con
             }
         }
         ("retention", "link_sessions", Str(s)) => {
-            c.retention.link_sessions = parse_retention(&s, name)?
+            c.retention.link_sessions = parse_duration(&s, name, false)?
         }
         ("retention", "webhook_deliveries", Str(s)) => {
-            c.retention.webhook_deliveries = parse_retention(&s, name)?
+            c.retention.webhook_deliveries = parse_duration(&s, name, false)?
         }
         ("mcp", "enabled", Bool(b)) => c.mcp.enabled = b,
         // Only reachable if KEYS and this match disagree; the tests cover every key.
@@ -1052,24 +1047,6 @@ fn check_redirect_uri(u: &Url, name: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// `"0"` or a whole number with one unit `s`, `m`, `h`, `d` (e.g. `"24h"`).
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let unit = s.chars().last()?;
-    let n: u64 = s[..s.len() - unit.len_utf8()].parse().ok()?;
-    let secs = match unit {
-        's' => n,
-        'm' => n.checked_mul(60)?,
-        'h' => n.checked_mul(3600)?,
-        'd' => n.checked_mul(86_400)?,
-        _ => return None,
-    };
-    Some(Duration::from_secs(secs))
-}
-
 /// Empty means "not set", so env vars and TOML can unset optional values.
 fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
@@ -1096,21 +1073,31 @@ fn to_u32(n: i64, name: &str) -> Result<u32, ConfigError> {
     })
 }
 
-/// A retention period such as "400d", "30 days", "12h" or "90s" (days count
-/// as 24 hours; months and years are refused, their length varies). At
-/// least one second.
-fn parse_retention(s: &str, name: &str) -> Result<Duration, ConfigError> {
+/// A duration setting (`[connections] health_check_interval`, `[retention]`
+/// periods): jiff's friendly format, e.g. `"24h"`, `"400d"`, `"90m"`,
+/// `"2d 3h"`, `"30 days"` (days are 24 hours). Where `zero_is_off`, `"0"`
+/// (or any zero span) turns the feature off; elsewhere it must be at least
+/// one second.
+pub fn parse_duration(s: &str, name: &str, zero_is_off: bool) -> Result<Duration, ConfigError> {
     use jiff::{Span, SpanRelativeTo, Unit};
     let bad = || {
         err(format!(
-            "{name}: invalid duration \"{s}\" (expected e.g. \"400d\", \"30d\", \"12h\" or \"90s\"; \
-             units: d, h, m, s)"
+            "{name}: invalid duration \"{s}\" (expected e.g. \"24h\", \"400d\", \"90m\" or \"30s\"; \
+             units: d, h, m, s{})",
+            if zero_is_off { "; \"0\" turns it off" } else { "" }
         ))
     };
-    let span: Span = s.trim().parse().map_err(|_| bad())?;
+    let text = s.trim();
+    if zero_is_off && text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let span: Span = text.parse().map_err(|_| bad())?;
     let secs = span
         .total((Unit::Second, SpanRelativeTo::days_are_24_hours()))
         .map_err(|_| bad())?;
+    if secs == 0.0 && zero_is_off {
+        return Ok(Duration::ZERO);
+    }
     if !(1.0..=1e12).contains(&secs) {
         return Err(err(format!(
             "{name}: must be at least one second (got \"{s}\")"

@@ -815,17 +815,13 @@ fn connection_lifecycle_settings() {
         std::time::Duration::from_secs(86_400)
     );
     assert!(c.plaid.redirect_uri.is_none() && c.teller.webhook_signing_secrets.is_empty());
-    assert_eq!(parse_duration("0"), Some(std::time::Duration::ZERO));
-    assert_eq!(
-        parse_duration("90m"),
-        Some(std::time::Duration::from_secs(5400))
-    );
-    assert_eq!(
-        parse_duration("7d"),
-        Some(std::time::Duration::from_secs(604_800))
-    );
-    for bad in ["", "h", "24", "1.5h", "-1h", "24x"] {
-        assert_eq!(parse_duration(bad), None, "{bad}");
+    let hc = |s: &str| parse_duration(s, "connections.health_check_interval", true).ok();
+    assert_eq!(hc("0"), Some(std::time::Duration::ZERO));
+    assert_eq!(hc("90m"), Some(std::time::Duration::from_secs(5400)));
+    assert_eq!(hc("7d"), Some(std::time::Duration::from_secs(604_800)));
+    assert_eq!(hc("1.5h"), Some(std::time::Duration::from_secs(5400)));
+    for bad in ["", "h", "24", "-1h", "24x"] {
+        assert_eq!(hc(bad), None, "{bad}");
     }
     let e = from_toml_str("[connections]\nhealth_check_interval = \"soon\"\n")
         .expect_err("bad duration")
