@@ -1,5 +1,8 @@
 //! The hosted page `/link/{token}` and its JSON calls under `/_link/{token}/…`.
-//! The path token is the credential; its state is checked before anything else.
+//! The path token is the credential; its state is checked before anything
+//! else, by the [`LiveSession`] extractor. The operations are in
+//! [`crate::app::page`]; this module parses requests, calls them, and renders
+//! the answers (HTML pages, headers, rate-limit answers).
 
 use std::future::Future;
 use std::pin::Pin;
