@@ -1,20 +1,27 @@
 //! The hosted page `/link/{token}` and its JSON calls under `/_link/{token}/…`.
-//! The path token is the credential; its state is checked before anything else.
+//! The path token is the credential; its state is checked before anything
+//! else, by the [`LiveSession`] extractor. The operations are in
+//! [`crate::app::page`]; this module parses requests, calls them, and renders
+//! the answers (HTML pages, headers, rate-limit answers).
 
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::DefaultHeaders;
-use actix_web::{web, HttpRequest, HttpResponse};
-use serde::{Deserialize, Serialize};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{optional_json, required_json};
+use crate::app::bank::AddOutcome;
+use crate::app::page::{self, LiveSession};
 use crate::app::AppState;
-use crate::db::link_sessions::{self as store, Change};
-use crate::db::{connections, events, users};
-use crate::domain::ids::{self, EntityRef};
-use crate::domain::link_session::{Action, LinkSession, Provider, Status, Transition};
-use crate::domain::time::{self, Timestamp};
+use crate::domain::link_session::{Provider, Status};
 use crate::error::ApiError;
+
+pub use crate::app::page::MAX_WIDGET_EVENTS;
 
 const PAGE_HTML: &str = include_str!("../assets/link.html");
 const MESSAGE_HTML: &str = include_str!("../assets/message.html");
@@ -131,46 +138,24 @@ fn message_page(status: StatusCode, (title, message): (&str, &str)) -> HttpRespo
         .body(body)
 }
 
-/// Look the token up; unknown → `None`. No database work for a malformed
-/// token. A client that guessed too many unknown tokens is refused (429)
-/// whatever it presents, until its bucket refills.
-async fn lookup(
-    state: &AppState,
-    req: &HttpRequest,
-    token: &str,
-) -> Result<Option<LinkSession>, ApiError> {
-    let ip = state.limits.client_ip(req);
-    if let Some(wait) = state.limits.token_locked(ip) {
-        return Err(ApiError::RateLimited(wait));
-    }
-    let found = if ids::is_link_token(token) {
-        let hash = ids::sha256_hex(token);
-        state
-            .db
-            .read_async(move |c| store::get_by_token_hash(c, &hash))
-            .await?
-    } else {
-        None
-    };
-    if found.is_none() {
-        if let Some(wait) = state.limits.unknown_token(ip) {
-            return Err(ApiError::RateLimited(wait));
-        }
-    }
-    Ok(found)
-}
+/// The token gate as an extractor: a handler that takes a [`LiveSession`]
+/// runs only for a live session's token; otherwise the client gets the
+/// error the token's state calls for.
+impl FromRequest for LiveSession {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
-/// The token gate for `/_link`: a live session, or the error its state calls for.
-async fn gate(state: &AppState, req: &HttpRequest, token: &str) -> Result<LinkSession, ApiError> {
-    let session = lookup(state, req, token)
-        .await?
-        .ok_or(ApiError::InvalidToken)?;
-    let now = time::now();
-    let status = session.status_at(now);
-    if status.is_terminal() {
-        return Err(ApiError::ended(status));
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .cloned()
+                .ok_or_else(|| ApiError::Internal("no application state".into()))?;
+            let token = req.match_info().get("token").unwrap_or_default();
+            page::live(&state, state.limits.client_ip(&req), token).await
+        })
     }
-    Ok(session.at(now))
 }
 
 async fn page(
@@ -178,7 +163,8 @@ async fn page(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let session = match lookup(&state, &req, &path).await {
+    let ip = state.limits.client_ip(&req);
+    let status = match page::status(&state, ip, &path).await {
         Ok(Some(s)) => s,
         Ok(None) => return Ok(message_page(StatusCode::NOT_FOUND, NOT_VALID)),
         Err(ApiError::RateLimited(wait)) => {
@@ -196,7 +182,7 @@ async fn page(
         }
         Err(e) => return Err(e),
     };
-    let text = match session.status_at(time::now()) {
+    let text = match status {
         Status::Pending | Status::Active => {
             return Ok(HttpResponse::Ok()
                 .content_type("text/html; charset=utf-8")
@@ -221,72 +207,20 @@ async fn page(
     Ok(message_page(StatusCode::GONE, text))
 }
 
-async fn unknown_call(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    gate(&state, &req, &path).await?;
+async fn unknown_call(_: LiveSession) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("page call".into()))
-}
-
-/// What `GET /_link/{token}/session` returns (no user or connection ids).
-#[derive(Serialize)]
-struct PageSession {
-    id: String,
-    short_id: String,
-    /// The member's name only, so a forwarded link is noticed.
-    for_name: String,
-    provider: &'static str,
-    action: Action,
-    single_use: bool,
-    label: String,
-    redirect_url: String,
-    status: Status,
-    result_connection_ids: Vec<String>,
-    connections: Vec<connections::Summary>,
-    #[serde(serialize_with = "time::ser")]
-    expires_at: Timestamp,
-    #[serde(serialize_with = "time::ser_opt")]
-    started_at: Option<Timestamp>,
 }
 
 async fn get_session(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
+    session: LiveSession,
 ) -> Result<HttpResponse, ApiError> {
-    let mut session = gate(&state, &req, &path).await?;
+    let ip = state.limits.client_ip(&req);
     // HEAD answers like GET but never starts the session (CONTRACT §4).
-    if session.status == Status::Pending && !crate::hygiene::is_head(&req) {
-        match apply(&state, &session.id, Transition::Open, Change::default()).await {
-            Ok(s) => session = s,
-            // Another tab opened it first: read it again through the gate.
-            Err(ApiError::InvalidState(_)) => session = gate(&state, &req, &path).await?,
-            Err(e) => return Err(e),
-        }
-    }
-    let ids = session.result_connection_ids.clone();
-    let member = EntityRef::Uuid(session.user_id.clone());
-    let (conns, user) = state
-        .db
-        .read_async(move |c| Ok((connections::summaries(c, &ids)?, users::get(c, &member)?)))
-        .await?;
-    Ok(HttpResponse::Ok().json(PageSession {
-        id: session.id,
-        short_id: session.short_id,
-        for_name: user.map(|u| u.name).unwrap_or_default(),
-        provider: crate::domain::link_session::provider_str(session.provider),
-        action: session.action,
-        single_use: session.single_use,
-        label: session.label,
-        redirect_url: session.redirect_url,
-        status: session.status,
-        result_connection_ids: session.result_connection_ids,
-        connections: conns,
-        expires_at: session.expires_at,
-        started_at: session.started_at,
-    }))
+    let start = !crate::hygiene::is_head(&req);
+    Ok(HttpResponse::Ok().json(page::open(&state, ip, &path, session, start).await?))
 }
 
 /// `GET /_link/{token}/qr.svg`: a QR code of the page's own URL, so a person
@@ -295,9 +229,9 @@ async fn get_qr(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
+    _: LiveSession,
 ) -> Result<HttpResponse, ApiError> {
     let token = path.into_inner();
-    gate(&state, &req, &token).await?;
     let url = format!("{}/link/{token}", crate::api::public_base(&state, &req));
     let svg = qr_svg(&url).ok_or_else(|| ApiError::Internal("QR code: URL too long".into()))?;
     Ok(HttpResponse::Ok()
@@ -340,24 +274,11 @@ pub fn page_html_at(request_path: &str) -> String {
     PAGE_HTML.replace("\"../assets/", &format!("\"{up}assets/"))
 }
 
-/// Providers this session may use: configured here, and the pinned one only.
-pub fn allowed_providers(state: &AppState, session: &LinkSession) -> Vec<Provider> {
-    state
-        .rules
-        .configured
-        .iter()
-        .copied()
-        .filter(|p| session.provider.is_none_or(|pinned| pinned == *p))
-        .collect()
-}
-
 async fn get_providers(
     state: web::Data<AppState>,
-    req: HttpRequest,
-    path: web::Path<String>,
+    session: LiveSession,
 ) -> Result<HttpResponse, ApiError> {
-    let session = gate(&state, &req, &path).await?;
-    let list: Vec<_> = allowed_providers(&state, &session)
+    let list: Vec<_> = page::allowed_providers(&state, &session)
         .into_iter()
         .map(|p| json!({"name": p.as_str(), "display_name": p.display_name()}))
         .collect();
@@ -367,124 +288,62 @@ async fn get_providers(
 async fn post_start(
     state: web::Data<AppState>,
     req: HttpRequest,
+    session: LiveSession,
     path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (token, name) = path.into_inner();
-    let session = gate(&state, &req, &token).await?;
+    let (_, name) = path.into_inner();
     let provider = Provider::parse(&name).ok_or_else(|| ApiError::NotFound("provider".into()))?;
     let _: Empty = optional_json(&req, payload).await?;
-    Ok(HttpResponse::Ok().json(crate::app::bank::start(&state, &session, provider).await?))
+    Ok(HttpResponse::Ok().json(page::start(&state, &session, provider).await?))
 }
 
 async fn post_connection(
     state: web::Data<AppState>,
     req: HttpRequest,
-    path: web::Path<String>,
+    session: LiveSession,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let session = gate(&state, &req, &path).await?;
-    let add: crate::app::bank::AddConnection = required_json(&req, payload).await?;
-    Ok(
-        match crate::app::bank::add_connection(&state, &session, add).await? {
-            crate::app::bank::AddOutcome::Added(added) => HttpResponse::Created().json(json!({
-                "connection_id": added.connection.id,
-                "short_id": added.connection.short_id,
-                "institution_name": added.connection.institution_name,
-                "session_status": added.session.status,
-                "accounts": added.connection.accounts,
-            })),
-            // §10: the member already has this bank; nothing new was stored.
-            crate::app::bank::AddOutcome::Duplicate(dup) => HttpResponse::Ok().json(json!({
-                "duplicate": true,
-                "connection_id": dup.connection.id,
-                "institution_name": dup.connection.institution_name,
-                "session_status": dup.session_status,
-            })),
-        },
-    )
+    let add = required_json(&req, payload).await?;
+    Ok(match page::add_connection(&state, &session, add).await? {
+        AddOutcome::Added(added) => HttpResponse::Created().json(json!({
+            "connection_id": added.connection.id,
+            "short_id": added.connection.short_id,
+            "institution_name": added.connection.institution_name,
+            "session_status": added.session.status,
+            "accounts": added.connection.accounts,
+        })),
+        // §10: the member already has this bank; nothing new was stored.
+        AddOutcome::Duplicate(dup) => HttpResponse::Ok().json(json!({
+            "duplicate": true,
+            "connection_id": dup.connection.id,
+            "institution_name": dup.connection.institution_name,
+            "session_status": dup.session_status,
+        })),
+    })
 }
 
 async fn post_reauth_complete(
     state: web::Data<AppState>,
     req: HttpRequest,
-    path: web::Path<String>,
+    session: LiveSession,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let session = gate(&state, &req, &path).await?;
     let _: Empty = optional_json(&req, payload).await?;
-    crate::app::bank::reauth_complete(&state, &session).await?;
+    page::reauth_complete(&state, &session).await?;
     Ok(HttpResponse::NoContent().finish())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WidgetEvent {
-    #[serde(rename = "type")]
-    kind: String,
-    provider: String,
-    #[serde(default)]
-    code: Option<String>,
-    #[serde(default)]
-    message: Option<String>,
-}
-
-fn bounded(field: &str, v: Option<String>, max: usize) -> Result<String, ApiError> {
-    let v = v.unwrap_or_default();
-    if v.chars().count() > max {
-        return Err(ApiError::Validation(format!(
-            "{field}: must be at most {max} characters"
-        )));
-    }
-    Ok(v)
 }
 
 async fn post_event(
     state: web::Data<AppState>,
     req: HttpRequest,
-    path: web::Path<String>,
+    session: LiveSession,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let session = gate(&state, &req, &path).await?;
-    let ev: WidgetEvent = required_json(&req, payload).await?;
-    let kind = match ev.kind.as_str() {
-        "exit" => "widget.exit",
-        "error" => "widget.error",
-        other => {
-            return Err(ApiError::Validation(format!(
-                "type: must be \"exit\" or \"error\", got {other:?}"
-            )))
-        }
-    };
-    let provider = Provider::parse(&ev.provider).ok_or_else(|| {
-        ApiError::Validation(format!(
-            "provider: must be \"plaid\" or \"teller\", got {:?}",
-            ev.provider
-        ))
-    })?;
-    let detail = json!({
-        "provider": provider.as_str(),
-        "code": bounded("code", ev.code, 100)?,
-        "message": bounded("message", ev.message, 500)?,
-    });
-    let id = session.id;
-    state
-        .db
-        .write_checked_async(move |tx| {
-            let kinds = ["widget.exit", "widget.error"];
-            if events::count_capped(tx, &id, &kinds, MAX_WIDGET_EVENTS)? >= MAX_WIDGET_EVENTS {
-                return Ok(Err(ApiError::TooManyEvents(MAX_WIDGET_EVENTS)));
-            }
-            events::insert(tx, &id, kind, time::now(), &detail).map(Ok)
-        })
-        .await??;
+    let ev = required_json(&req, payload).await?;
+    page::record_event(&state, &session, ev).await?;
     Ok(HttpResponse::NoContent().finish())
 }
-
-/// Most widget events (`exit`, `error`) one session records: a person retries
-/// a handful of times; a script posting in a loop must not fill the disk
-/// (issue 8, "bounded input").
-pub const MAX_WIDGET_EVENTS: u32 = 200;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -496,21 +355,11 @@ struct CancelBody {
 async fn post_cancel(
     state: web::Data<AppState>,
     req: HttpRequest,
-    path: web::Path<String>,
+    session: LiveSession,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let session = gate(&state, &req, &path).await?;
     let body: CancelBody = optional_json(&req, payload).await?;
-    let reason = bounded("reason", body.reason, 200)?;
-    let mut detail = serde_json::Map::new();
-    detail.insert("by".into(), json!("person"));
-    let message = if reason.is_empty() {
-        "the person declined".to_owned()
-    } else {
-        reason
-    };
-    let change = crate::api::link_sessions::failure("USER_CANCELED", message, detail);
-    apply(&state, &session.id, Transition::Fail, change).await?;
+    page::cancel(&state, &session, body.reason).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -521,32 +370,12 @@ struct Empty {}
 async fn post_complete(
     state: web::Data<AppState>,
     req: HttpRequest,
-    path: web::Path<String>,
+    session: LiveSession,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let session = gate(&state, &req, &path).await?;
     let _: Empty = optional_json(&req, payload).await?;
-    apply(&state, &session.id, Transition::Complete, Change::default()).await?;
+    page::complete(&state, &session).await?;
     Ok(HttpResponse::NoContent().finish())
-}
-
-/// Run a transition as one compare-and-set; wake waiters and webhooks on
-/// success, or answer the error the session's state calls for.
-pub async fn apply(
-    state: &AppState,
-    session_id: &str,
-    t: Transition,
-    change: Change,
-) -> Result<LinkSession, ApiError> {
-    let id = session_id.to_owned();
-    let emit = state.db.emit();
-    let s = state
-        .db
-        .write_async(move |tx| store::transition(tx, &id, t, change, time::now(), emit))
-        .await?
-        .map_err(ApiError::from_refusal)?;
-    state.changed(&s.id);
-    Ok(s)
 }
 
 #[cfg(test)]

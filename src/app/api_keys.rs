@@ -3,8 +3,9 @@
 use serde::Serialize;
 
 use super::{entity_ref, require, AppState};
-use crate::db::api_keys;
+use crate::db::{api_keys, Db};
 use crate::domain::api_key::{ApiKey, CreateApiKey, PlainKey, Scope};
+use crate::domain::ids::EntityRef;
 use crate::domain::time;
 use crate::error::ApiError;
 
@@ -26,7 +27,12 @@ pub struct CreatedKey<'a> {
 /// Every key (prefix only, never the key), for a full_access `caller`.
 pub async fn list(state: &AppState, caller: &ApiKey) -> Result<Vec<ApiKey>, ApiError> {
     require(caller, Scope::FullAccess)?;
-    Ok(state.db.read_async(api_keys::list).await?)
+    all(&state.db).await
+}
+
+/// Every key in `db` (prefix only, never the key).
+pub async fn all(db: &Db) -> Result<Vec<ApiKey>, ApiError> {
+    Ok(db.read_async(api_keys::list).await?)
 }
 
 /// Create a key; returns its record and the plaintext (shown once).
@@ -36,27 +42,40 @@ pub async fn create(
     body: &CreateApiKey,
 ) -> Result<(ApiKey, PlainKey), ApiError> {
     require(caller, Scope::FullAccess)?;
+    add(&state.db, body, Some(MAX_API_KEYS)).await
+}
+
+/// Check `body` and create a key in `db`; with `cap`, `LIMIT_REACHED` once
+/// that many exist, revoked ones included (the API caps; the admin at the
+/// command line does not). Returns its record and the plaintext.
+pub async fn add(
+    db: &Db,
+    body: &CreateApiKey,
+    cap: Option<u32>,
+) -> Result<(ApiKey, PlainKey), ApiError> {
     let (name, scope) = body.validate().map_err(ApiError::Validation)?;
-    state
-        .db
-        .write_checked_async(move |tx| {
-            if crate::db::count_capped(tx, "api_keys", MAX_API_KEYS)? >= MAX_API_KEYS {
+    db.write_checked_async(move |tx| {
+        if let Some(cap) = cap {
+            if crate::db::count_capped(tx, "api_keys", cap)? >= cap {
                 return Ok(Err(ApiError::LimitReached(format!(
-                    "this server keeps at most {MAX_API_KEYS} API keys (revoked ones included)"
+                    "this server keeps at most {cap} API keys (revoked ones included)"
                 ))));
             }
-            api_keys::insert(tx, &name, scope, time::now()).map(Ok)
-        })
-        .await?
+        }
+        api_keys::insert(tx, &name, scope, time::now()).map(Ok)
+    })
+    .await?
 }
 
 /// Revoke a key at once; returns the updated record.
 pub async fn revoke(state: &AppState, caller: &ApiKey, raw: &str) -> Result<ApiKey, ApiError> {
     require(caller, Scope::FullAccess)?;
-    let r = entity_ref(raw, "API key")?;
-    state
-        .db
-        .write_async(move |tx| api_keys::revoke(tx, &r, time::now()))
+    revoke_in(&state.db, entity_ref(raw, "API key")?).await
+}
+
+/// Revoke the key `r` in `db` at once; returns the updated record.
+pub async fn revoke_in(db: &Db, r: EntityRef) -> Result<ApiKey, ApiError> {
+    db.write_async(move |tx| api_keys::revoke(tx, &r, time::now()))
         .await?
         .ok_or_else(|| ApiError::NotFound("API key".into()))
 }

@@ -5,7 +5,7 @@ use super::{entity_ref, paging, require, AppState};
 use crate::db::connection_events;
 use crate::db::connections::{self, Credential};
 use crate::db::link_sessions::NewSession;
-use crate::db::users;
+use crate::db::{users, Db};
 use crate::domain::api_key::{ApiKey, Scope};
 use crate::domain::connection::{Connection, ConnectionStatus};
 use crate::domain::ids::EntityRef;
@@ -35,8 +35,17 @@ pub async fn list(
                 .ok_or_else(|| ApiError::Validation("user_id: must be a UUID or short_id".into()))
         })
         .transpose()?;
-    Ok(state
-        .db
+    list_in(&state.db, user, status).await
+}
+
+/// Connections in `db`, optionally only member `user`'s (an unknown member
+/// has none) and only one status.
+pub async fn list_in(
+    db: &Db,
+    user: Option<EntityRef>,
+    status: Option<ConnectionStatus>,
+) -> Result<Vec<Connection>, ApiError> {
+    Ok(db
         .read_async(move |c| {
             let user_id = match &user {
                 None => None,
@@ -73,10 +82,12 @@ pub async fn events(
 
 /// One connection by UUID or short id (never any credential).
 pub async fn get(state: &AppState, raw: &str) -> Result<Connection, ApiError> {
-    let r = entity_ref(raw, "connection")?;
-    state
-        .db
-        .read_async(move |c| connections::get(c, &r))
+    get_in(&state.db, entity_ref(raw, "connection")?).await
+}
+
+/// The connection `r` in `db` (never any credential).
+pub async fn get_in(db: &Db, r: EntityRef) -> Result<Connection, ApiError> {
+    db.read_async(move |c| connections::get(c, &r))
         .await?
         .ok_or_else(|| ApiError::NotFound("connection".into()))
 }

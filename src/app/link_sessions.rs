@@ -10,7 +10,7 @@ use super::paging;
 use super::{entity_ref, require, AppState};
 use crate::db::events::Event;
 use crate::db::link_sessions::{self as store, Change, ListFilter, Minter, NewSession};
-use crate::db::users;
+use crate::db::{users, Db};
 use crate::domain::api_key::{ApiKey, Scope};
 use crate::domain::ids::{self, EntityRef};
 use crate::domain::link_session::{
@@ -56,11 +56,10 @@ pub async fn mint(
         name: caller.name.clone(),
     };
     idempotency::run(state, &caller.id, idem, move |tx| {
-        let Some(u) = users::get(tx, &user)? else {
-            return Ok(Err(ApiError::NotFound("user".into())));
+        let session = match insert_for(tx, new, &user, &minter)? {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
         };
-        new.user_id = u.id;
-        let session = store::insert(tx, new, &minter, time::now())?;
         let body = serde_json::to_string(&Created {
             token: &token,
             url,
@@ -73,6 +72,37 @@ pub async fn mint(
         }))
     })
     .await
+}
+
+/// Insert `new` for member `user` (`NOT_FOUND` when unknown) in `tx`.
+fn insert_for(
+    tx: &rusqlite::Transaction,
+    mut new: NewSession,
+    user: &EntityRef,
+    minter: &Minter,
+) -> Result<Result<LinkSession, ApiError>, crate::db::DbError> {
+    let Some(u) = users::get(tx, user)? else {
+        return Ok(Err(ApiError::NotFound("user".into())));
+    };
+    new.user_id = u.id;
+    Ok(Ok(store::insert(tx, new, minter, time::now())?))
+}
+
+/// Mint a session for member `user` in `db` as `minter`, with no
+/// idempotency (the admin command line); returns the plaintext token
+/// (shown once) and the session.
+pub async fn mint_in(
+    db: &Db,
+    minter: Minter,
+    mut new: NewSession,
+    user: EntityRef,
+) -> Result<(String, LinkSession), ApiError> {
+    let token = ids::new_link_token();
+    new.token_hash = ids::sha256_hex(&token);
+    let session = db
+        .write_checked_async(move |tx| insert_for(tx, new, &user, &minter))
+        .await??;
+    Ok((token, session))
 }
 
 /// `POST /connections/link`: check the §4 create body and mint (full_access).
@@ -99,10 +129,12 @@ pub async fn create(
 
 /// One session by UUID or short id, as it reads now (expired when past due).
 pub async fn get(state: &AppState, raw: &str) -> Result<LinkSession, ApiError> {
-    let r = entity_ref(raw, "link session")?;
-    state
-        .db
-        .read_async(move |c| store::get(c, &r))
+    get_in(&state.db, entity_ref(raw, "link session")?).await
+}
+
+/// The session `r` in `db`, as it reads now (expired when past due).
+pub async fn get_in(db: &Db, r: EntityRef) -> Result<LinkSession, ApiError> {
+    db.read_async(move |c| store::get(c, &r))
         .await?
         .map(|s| s.at(time::now()))
         .ok_or_else(|| ApiError::NotFound("link session".into()))
@@ -213,7 +245,7 @@ pub struct ListParams {
 
 /// One page of sessions: `{"sessions":[…],"next_cursor":…}`.
 pub async fn list(state: &AppState, p: ListParams) -> Result<serde_json::Value, ApiError> {
-    let mut filter = list_filter(p.status.as_deref(), p.limit.as_deref(), p.cursor.as_deref())?;
+    let filter = list_filter(p.status.as_deref(), p.limit.as_deref(), p.cursor.as_deref())?;
     let user = p
         .user_id
         .map(|u| {
@@ -221,8 +253,22 @@ pub async fn list(state: &AppState, p: ListParams) -> Result<serde_json::Value, 
                 .ok_or_else(|| ApiError::Validation("user_id: must be a UUID or short_id".into()))
         })
         .transpose()?;
-    let (sessions, next) = state
-        .db
+    let (sessions, next) = list_in(&state.db, filter, user).await?;
+    Ok(json!({
+        "sessions": sessions,
+        "next_cursor": next.map(|seq| paging::SESSIONS.encode(seq)),
+    }))
+}
+
+/// One page of sessions in `db` matching `filter`, only member `user`'s
+/// when given (an unknown member has none); the `seq` to continue before
+/// when there are more.
+pub async fn list_in(
+    db: &Db,
+    mut filter: ListFilter,
+    user: Option<EntityRef>,
+) -> Result<(Vec<LinkSession>, Option<i64>), ApiError> {
+    Ok(db
         .read_async(move |c| {
             if let Some(r) = user {
                 match users::get(c, &r)? {
@@ -232,11 +278,26 @@ pub async fn list(state: &AppState, p: ListParams) -> Result<serde_json::Value, 
             }
             store::list(c, &filter, time::now())
         })
-        .await?;
-    Ok(json!({
-        "sessions": sessions,
-        "next_cursor": next.map(|seq| paging::SESSIONS.encode(seq)),
-    }))
+        .await?)
+}
+
+/// Fail the session `r` in `db` with `change` (one transaction for the
+/// look-up and the transition): `NOT_FOUND` when unknown, the refusal when
+/// it has already ended.
+pub async fn cancel_in(
+    db: &Db,
+    r: EntityRef,
+    change: Change,
+) -> Result<Result<LinkSession, Refusal>, ApiError> {
+    let emit = db.emit();
+    db.write_async(move |tx| {
+        let Some(s) = store::get(tx, &r)? else {
+            return Ok(None);
+        };
+        store::transition(tx, &s.id, Transition::Fail, change, time::now(), emit).map(Some)
+    })
+    .await?
+    .ok_or_else(|| ApiError::NotFound("link session".into()))
 }
 
 /// The change that fails a session with `code`.

@@ -12,6 +12,7 @@ pub mod bank;
 pub mod connections;
 pub mod idempotency;
 pub mod link_sessions;
+pub mod page;
 pub mod paging;
 pub mod users;
 

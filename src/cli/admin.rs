@@ -4,13 +4,14 @@
 use serde::Serialize;
 use serde_json::json;
 
-use crate::api::link_sessions::{list_filter, Created};
+use crate::app::link_sessions::{list_filter, Created};
+use crate::app::{api_keys, connections, link_sessions, users};
 use crate::config::Config;
-use crate::db::link_sessions::{self as sessions, Minter, NewSession};
-use crate::db::{self, api_keys, users, Db};
+use crate::db::link_sessions::{Minter, NewSession};
+use crate::db::{self, Db};
 use crate::domain::api_key::{CreateApiKey, Scope};
-use crate::domain::ids::{self, EntityRef};
-use crate::domain::link_session::{Action, CreateRequest, LinkSession, Status, Transition};
+use crate::domain::ids::EntityRef;
+use crate::domain::link_session::{Action, CreateRequest, LinkSession, Status};
 use crate::domain::time;
 use crate::domain::user::CreateUser;
 use crate::error::ApiError;
@@ -50,6 +51,32 @@ impl From<ApiError> for Failure {
         };
         Failure { message, code }
     }
+}
+
+/// An operation's error as the CLI words it: the only internal errors of
+/// the operations it calls are the database's.
+fn op_failure(e: ApiError) -> Failure {
+    match e {
+        ApiError::Internal(detail) => Failure {
+            message: format!("database error: {detail}"),
+            code: 1,
+        },
+        other => other.into(),
+    }
+}
+
+/// Run an operation of the operations layer to its end on this thread
+/// (the database work runs on the database's own threads).
+fn run<T>(op: impl std::future::Future<Output = Result<T, ApiError>>) -> Result<T, Failure> {
+    runtime()?.block_on(op).map_err(op_failure)
+}
+
+/// A small single-thread runtime for the async operations.
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| bad(format!("cannot start the async runtime: {e}")))
 }
 
 fn bad(message: impl Into<String>) -> Failure {
@@ -101,11 +128,8 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
             let body = CreateUser {
                 name: name.clone(),
                 email: email.clone(),
-            }
-            .validate()
-            .map_err(bad)?;
-            let user =
-                db.write(|tx| users::insert(tx, &body.name, body.email.as_deref(), time::now()))?;
+            };
+            let user = run(users::add(&db, body, None))?;
             if json {
                 print_json(&user);
             } else {
@@ -114,7 +138,7 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
             Ok(())
         }
         Command::Users(UsersCommand::List) => {
-            let list = db.read(users::list)?;
+            let list = run(users::all(&db))?;
             if json {
                 print_json(&json!({ "users": list }));
             } else {
@@ -131,15 +155,13 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
             Ok(())
         }
         Command::Keys(KeysCommand::Create { name, scope }) => {
-            let (name, scope) = CreateApiKey {
+            let body = CreateApiKey {
                 name: name.clone(),
                 scope: scope.clone(),
-            }
-            .validate()
-            .map_err(bad)?;
-            let (key, plain) = db.write(|tx| api_keys::insert(tx, &name, scope, time::now()))?;
+            };
+            let (key, plain) = run(api_keys::add(&db, &body, None))?;
             if json {
-                print_json(&crate::api::api_keys::CreatedKey {
+                print_json(&api_keys::CreatedKey {
                     key: &key,
                     plain: plain.expose(),
                 });
@@ -154,7 +176,7 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
             Ok(())
         }
         Command::Keys(KeysCommand::List) => {
-            let list = db.read(api_keys::list)?;
+            let list = run(api_keys::all(&db))?;
             if json {
                 print_json(&json!({ "api_keys": list }));
             } else {
@@ -177,9 +199,7 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
         }
         Command::Keys(KeysCommand::Revoke { id }) => {
             let r = entity(id, "id")?;
-            let key = db
-                .write(|tx| api_keys::revoke(tx, &r, time::now()))?
-                .ok_or_else(|| not_found("API key"))?;
+            let key = run(api_keys::revoke_in(&db, r))?;
             if json {
                 print_json(&key);
             } else {
@@ -190,10 +210,7 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
         Command::Links(LinksCommand::Create(args)) => create_link(&db, config, args, json),
         Command::Links(LinksCommand::Get { id }) => {
             let r = entity(id, "id")?;
-            let s = db
-                .read(|c| sessions::get(c, &r))?
-                .ok_or_else(|| not_found("link session"))?;
-            let s = s.at(time::now());
+            let s = run(link_sessions::get_in(&db, r))?;
             if json {
                 print_json(&s);
             } else {
@@ -203,31 +220,19 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
         }
         Command::Links(LinksCommand::Cancel { id }) => {
             let r = entity(id, "id")?;
-            let emit = db.emit();
-            let s = db.write(|tx| {
-                let Some(s) = sessions::get(tx, &r)? else {
-                    return Ok(None);
-                };
-                let mut detail = serde_json::Map::new();
-                detail.insert("by".into(), json!("cli"));
-                let change = crate::api::link_sessions::failure(
-                    "CANCELED",
-                    "canceled from the command line".into(),
-                    detail,
-                );
-                sessions::transition(tx, &s.id, Transition::Fail, change, time::now(), emit)
-                    .map(Some)
-            })?;
-            match s {
-                None => Err(not_found("link session")),
-                Some(Err(refusal)) => Err(Failure {
+            let mut detail = serde_json::Map::new();
+            detail.insert("by".into(), json!("cli"));
+            let change =
+                link_sessions::failure("CANCELED", "canceled from the command line".into(), detail);
+            match run(link_sessions::cancel_in(&db, r, change))? {
+                Err(refusal) => Err(Failure {
                     message: format!(
                         "cannot cancel: {}",
                         ApiError::from_refusal(refusal).message()
                     ),
                     code: 1,
                 }),
-                Some(Ok(s)) => {
+                Ok(s) => {
                     if json {
                         print_json(&s);
                     } else {
@@ -242,17 +247,9 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
             user,
             limit,
         }) => {
-            let mut filter = list_filter(status.as_deref(), limit.as_deref(), None)?;
+            let filter = list_filter(status.as_deref(), limit.as_deref(), None)?;
             let user = user.as_deref().map(|u| entity(u, "user")).transpose()?;
-            let (list, next) = db.read(|c| {
-                if let Some(r) = &user {
-                    match users::get(c, r)? {
-                        Some(u) => filter.user_id = Some(u.id),
-                        None => return Ok((Vec::new(), None)),
-                    }
-                }
-                sessions::list(c, &filter, time::now())
-            })?;
+            let (list, next) = run(link_sessions::list_in(&db, filter, user))?;
             if json {
                 print_json(
                     &json!({ "sessions": list, "next_cursor": next.map(|_| "use the API to page") }),
@@ -270,9 +267,7 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
         }
         Command::Connections(ConnectionsCommand::Get { id }) => {
             let r = entity(id, "connection")?;
-            let conn = db
-                .read(|c| db::connections::get(c, &r))?
-                .ok_or_else(|| not_found("connection"))?;
+            let conn = run(connections::get_in(&db, r))?;
             print_connection(&conn, json);
             Ok(())
         }
@@ -281,11 +276,7 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
             let bank =
                 crate::app::bank::setup(config, &db, &crate::providers::ClientOptions::default())
                     .map_err(bad)?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| bad(format!("cannot start the async runtime: {e}")))?;
-            let conn = rt
+            let conn = runtime()?
                 .block_on(crate::health_check::check_connection(&db, &bank, r))
                 .map_err(|e| match e {
                     crate::health_check::CheckError::NotFound => not_found("connection"),
@@ -298,7 +289,7 @@ pub fn run_admin(cli: &Cli, config: &Config) -> Result<(), Failure> {
             Ok(())
         }
         Command::Connections(ConnectionsCommand::List) => {
-            let list = db.read(|c| db::connections::list(c, None, None))?;
+            let list = run(connections::list_in(&db, None, None))?;
             if json {
                 print_json(&json!({ "connections": list }));
             } else {
@@ -412,27 +403,18 @@ fn create_link(db: &Db, config: &Config, args: &LinkCreateArgs, json: bool) -> R
     };
     let valid = rules.check_create(&req).map_err(ApiError::from)?;
     let user = entity(&args.user, "user")?;
-    let token = ids::new_link_token();
     let minter = Minter {
         api_key_id: None,
         name: "cli".into(),
     };
-    let token_hash = ids::sha256_hex(&token);
-    let session = db
-        .write(|tx| {
-            let Some(u) = users::get(tx, &user)? else {
-                return Ok(None);
-            };
-            let new = NewSession {
-                valid,
-                user_id: u.id,
-                action: Action::Link,
-                connection_id: None,
-                token_hash,
-            };
-            sessions::insert(tx, new, &minter, time::now()).map(Some)
-        })?
-        .ok_or_else(|| not_found("user"))?;
+    let new = NewSession {
+        valid,
+        user_id: String::new(),
+        action: Action::Link,
+        connection_id: None,
+        token_hash: String::new(),
+    };
+    let (token, session) = run(link_sessions::mint_in(db, minter, new, user))?;
     let (base, warning) = link_base(config);
     if let Some(w) = &warning {
         eprintln!("{w}");
@@ -499,11 +481,11 @@ fn follow(db: &Db, first: LinkSession, timeout: Option<u64>, json: bool) -> Resu
             first.status.as_str()
         );
     }
+    let rt = runtime()?;
     loop {
-        let s = db
-            .read(|c| sessions::get(c, &id))?
-            .ok_or_else(|| not_found("link session"))?
-            .at(time::now());
+        let s = rt
+            .block_on(link_sessions::get_in(db, id.clone()))
+            .map_err(op_failure)?;
         let now = (s.status, s.result_connection_ids.len());
         if now != last {
             last = now;
@@ -571,10 +553,11 @@ fn print_session(s: &crate::domain::link_session::LinkSession) {
 /// Create the `bootstrap` key on a database that has none; returns it once.
 pub fn bootstrap_key(db: &Db) -> Result<Option<String>, db::DbError> {
     db.write(|tx| {
-        if api_keys::any(tx)? {
+        if crate::db::api_keys::any(tx)? {
             return Ok(None);
         }
-        let (_, plain) = api_keys::insert(tx, "bootstrap", Scope::FullAccess, time::now())?;
+        let (_, plain) =
+            crate::db::api_keys::insert(tx, "bootstrap", Scope::FullAccess, time::now())?;
         Ok(Some(plain.expose().to_owned()))
     })
 }

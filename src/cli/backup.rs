@@ -345,7 +345,7 @@ pub(super) fn backup(
             code: 1,
         })?;
     }
-    db.read(|c| Ok(c.execute("VACUUM INTO ?1", [&dest])?))?;
+    db.read(|c| crate::db::meta::vacuum_into(c, &dest))?;
     // The umask already makes it 0600; say so explicitly all the same.
     std::fs::set_permissions(
         file,

@@ -47,3 +47,10 @@ pub fn get_if_present(c: &Connection, key: &str) -> DbResult<Option<Vec<u8>>> {
         Ok(None)
     }
 }
+
+/// Write a consistent copy of the whole database to the new file `dest`
+/// (`VACUUM INTO`; safe while other connections write).
+pub fn vacuum_into(c: &Connection, dest: &str) -> DbResult<()> {
+    c.execute("VACUUM INTO ?1", [dest])?;
+    Ok(())
+}
