@@ -53,7 +53,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// 429: slow down; seconds until a retry can succeed.
     RateLimited(u64),
-    /// 429: the session holds the most widget events it may (no retry helps).
+    /// 429: the session used up its widget events or provider attempts (no
+    /// retry helps).
     TooManyEvents(u32),
     /// 502: the provider failed; its display message when it has one.
     /// Trying again may help (`"retryable": true`).
@@ -134,9 +135,10 @@ impl ApiError {
             ApiError::PayloadTooLarge => "the request body is larger than 64 KiB".into(),
             ApiError::UnsupportedMediaType => "send the body as application/json".into(),
             ApiError::RateLimited(s) => format!("too many requests; retry after {s}s"),
-            ApiError::TooManyEvents(cap) => {
-                format!("this link has already recorded {cap} widget events, the most it keeps")
-            }
+            ApiError::TooManyEvents(cap) => format!(
+                "this link has reached its limit of {cap} attempts; ask the person who sent it \
+                 for a new one"
+            ),
             ApiError::Internal(_) => "internal error".into(),
         }
     }

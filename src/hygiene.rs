@@ -31,6 +31,14 @@ pub async fn middleware(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     if let Some(location) = canonical_location(req.path(), req.query_string()) {
+        // Behind a proxy that serves us under a path (`public_url` =
+        // `https://host/breadbox`), the redirect must stay under it.
+        let prefix = req
+            .app_data::<actix_web::web::Data<crate::app::AppState>>()
+            .and_then(|s| s.config.server.public_url.as_ref())
+            .map(|u| u.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        let location = format!("{prefix}{location}");
         let res = HttpResponse::PermanentRedirect()
             .insert_header((header::LOCATION, location))
             .finish();

@@ -26,15 +26,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(api::not_found));
 }
 
-/// A request path fit for logs: tokens in `/link/…` and `/_link/…` are hidden.
+/// A request path fit for logs: the segment after any `link` or `_link`
+/// segment (a link token) is hidden, however the path is spelled
+/// (`//link/…`, `/link/…/`).
 pub fn redact_path(path: &str) -> String {
-    for prefix in ["/link/", "/_link/"] {
-        if let Some(rest) = path.strip_prefix(prefix) {
-            let tail = rest.find('/').map_or("", |i| &rest[i..]);
-            return format!("{prefix}[redacted]{tail}");
+    let mut out = Vec::new();
+    let mut hide_next = false;
+    for segment in path.split('/') {
+        if hide_next && !segment.is_empty() {
+            out.push("[redacted]");
+            hide_next = false;
+            continue;
         }
+        hide_next = hide_next || segment == "link" || segment == "_link";
+        out.push(segment);
     }
-    path.to_owned()
+    out.join("/")
 }
 
 /// The access log: method, redacted path (no query), status, size, time.
@@ -180,5 +187,14 @@ mod tests {
             "/_link/[redacted]/session"
         );
         assert_eq!(redact_path("/api/v1/users"), "/api/v1/users");
+        assert_eq!(
+            redact_path("//link/abcdefghijklmnopqrstuv"),
+            "//link/[redacted]"
+        );
+        assert_eq!(redact_path("/link//abcdefghij/"), "/link//[redacted]/");
+        assert_eq!(
+            redact_path("/x/_link/tok/qr.svg"),
+            "/x/_link/[redacted]/qr.svg"
+        );
     }
 }

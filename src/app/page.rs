@@ -24,6 +24,26 @@ use crate::error::ApiError;
 /// (issue 8, "bounded input").
 pub const MAX_WIDGET_EVENTS: u32 = 200;
 
+/// Most provider calls one session makes on a person's behalf (widget starts
+/// and exchanges, counted by their `provider.started` and `provider.error`
+/// events): far above a person's retries, low enough that a script holding
+/// the link cannot make the server call Plaid or Teller without end.
+pub const MAX_PROVIDER_ATTEMPTS: u32 = 100;
+
+/// `TOO_MANY_EVENTS` once the session has used up [`MAX_PROVIDER_ATTEMPTS`].
+async fn check_provider_attempts(state: &AppState, session: &LiveSession) -> Result<(), ApiError> {
+    let id = session.id.clone();
+    let kinds = ["provider.started", "provider.error"];
+    let used = state
+        .db
+        .read_async(move |c| events::count_capped(c, &id, &kinds, MAX_PROVIDER_ATTEMPTS))
+        .await?;
+    if used >= MAX_PROVIDER_ATTEMPTS {
+        return Err(ApiError::TooManyEvents(MAX_PROVIDER_ATTEMPTS));
+    }
+    Ok(())
+}
+
 /// A session whose token was presented and that has not ended, as it reads
 /// now. Only [`live`] makes one, so holding it proves the token gate passed.
 #[derive(Debug, Clone)]
@@ -193,6 +213,7 @@ pub async fn start(
     session: &LiveSession,
     provider: Provider,
 ) -> Result<serde_json::Value, ApiError> {
+    check_provider_attempts(state, session).await?;
     bank::start(state, session, provider).await
 }
 
@@ -202,6 +223,7 @@ pub async fn add_connection(
     session: &LiveSession,
     add: AddConnection,
 ) -> Result<AddOutcome, ApiError> {
+    check_provider_attempts(state, session).await?;
     bank::add_connection(state, session, add).await
 }
 

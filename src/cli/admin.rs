@@ -351,44 +351,21 @@ fn print_connection(c: &crate::domain::connection::Connection, json: bool) {
 /// from the wrong directory (or with the wrong `--config`) stops here
 /// instead of creating an empty database and a key the server refuses.
 fn require_database(path: &std::path::Path) -> Result<(), Failure> {
-    if path.exists() {
-        return Ok(());
+    match std::fs::metadata(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(bad(format!(
+            "no database at {} (from --database, BREADBOX_DATABASE_PATH, [database] path in the \
+             config file, or the default ./breadbox.db); pass the server's --config or --database \
+             (only `breadbox serve` creates a database)",
+            crate::files::absolute(path).display()
+        ))),
+        // It may well exist: say what is wrong (e.g. run as another user).
+        Err(e) => Err(bad(format!(
+            "cannot open the database {}: {e} (run the command as the user the server runs \
+             as, e.g. `sudo -u breadbox breadbox …`)",
+            crate::files::absolute(path).display()
+        ))),
     }
-    Err(bad(format!(
-        "no database at {} (from --database, BREADBOX_DATABASE_PATH, [database] path in the \
-         config file, or the default ./breadbox.db); pass the server's --config or --database \
-         (only `breadbox serve` creates a database)",
-        crate::files::absolute(path).display()
-    )))
-}
-
-/// The base URL `links create` prints links on: `server.public_url`, else
-/// `server.listen` with a wildcard address replaced by loopback. The second
-/// value is the warning to show when that URL only opens on this machine.
-pub(super) fn link_base(config: &Config) -> (String, Option<String>) {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-    if let Some(base) = config.server.public_base() {
-        return (base, None);
-    }
-    let listen = config.server.listen;
-    let ip = match listen.ip() {
-        // A wildcard listens everywhere but is no address to open: 0.0.0.0 in
-        // a phone's browser goes nowhere. Loopback is honest (and warned
-        // about); a guessed host name may not resolve on the phone at all.
-        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    let base = format!("http://{}", SocketAddr::new(ip, listen.port()));
-    let warning = ip.is_loopback().then(|| {
-        format!(
-            "warning: this link opens only on this machine ({base} comes from server.listen \
-             = {listen}); to open it on a phone or another computer, set server.public_url in \
-             the config (e.g. http://<this machine's LAN address>:{} or your HTTPS address)",
-            listen.port()
-        )
-    });
-    (base, warning)
 }
 
 fn create_link(db: &Db, config: &Config, args: &LinkCreateArgs, json: bool) -> Result<(), Failure> {
@@ -415,7 +392,7 @@ fn create_link(db: &Db, config: &Config, args: &LinkCreateArgs, json: bool) -> R
         token_hash: String::new(),
     };
     let (token, session) = run(link_sessions::mint_in(db, minter, new, user))?;
-    let (base, warning) = link_base(config);
+    let (base, warning) = config.server.link_base();
     if let Some(w) = &warning {
         eprintln!("{w}");
     }
@@ -563,18 +540,19 @@ pub fn bootstrap_key(db: &Db) -> Result<Option<String>, db::DbError> {
 }
 
 /// `breadbox mcp`: MCP on stdio over an existing database, as one API key.
+/// `breadbox mcp` (the database was found by [`require_database`]).
 fn mcp(config: &Config, key_file: Option<&std::path::Path>) -> Result<(), Failure> {
     let path = &config.database.path;
-    if !path.exists() {
-        let full = std::path::absolute(path).unwrap_or_else(|_| path.clone());
-        return Err(bad(format!(
-            "no database at {} (run `breadbox serve` there first, or pass --database)",
-            full.display()
-        )));
-    }
     let key = match key_file {
+        // The key is the file's first line that is not blank or a `#`
+        // comment, so the server's own bootstrap-key.txt works as is.
         Some(f) => std::fs::read_to_string(f)
-            .map_err(|e| bad(format!("--api-key-file {}: {e}", f.display())))?,
+            .map_err(|e| bad(format!("--api-key-file {}: {e}", f.display())))?
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .unwrap_or_default()
+            .to_owned(),
         None => std::env::var("BREADBOX_API_KEY").map_err(|_| {
             bad("set BREADBOX_API_KEY (or pass --api-key-file) to the API key the assistant acts as")
         })?,

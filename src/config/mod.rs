@@ -134,6 +134,37 @@ impl ServerConfig {
     pub fn public_base(&self) -> Option<String> {
         self.public_url.as_ref().map(without_trailing_slash)
     }
+
+    /// The base URL links get when no request says where the server is
+    /// reached (the admin CLI, `breadbox mcp` on stdio): `public_url`, else
+    /// `listen` with a wildcard address replaced by loopback. The second
+    /// value is the warning to show when that URL opens only on this machine
+    /// (CONTRACT §8).
+    pub fn link_base(&self) -> (String, Option<String>) {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        if let Some(base) = self.public_base() {
+            return (base, None);
+        }
+        let listen = self.listen;
+        let ip = match listen.ip() {
+            // A wildcard listens everywhere but is no address to open: 0.0.0.0
+            // in a phone's browser goes nowhere. Loopback is honest (and
+            // warned about); a guessed host name may not resolve on the phone.
+            IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        let base = format!("http://{}", SocketAddr::new(ip, listen.port()));
+        let warning = ip.is_loopback().then(|| {
+            format!(
+                "warning: this link opens only on this machine ({base} comes from server.listen \
+                 = {listen}); to open it on a phone or another computer, set server.public_url in \
+                 the config (e.g. http://<this machine's LAN address>:{} or your HTTPS address)",
+                listen.port()
+            )
+        });
+        (base, warning)
+    }
 }
 
 /// `[database]` section.

@@ -17,10 +17,12 @@ use crate::error::ApiError;
 pub async fn serve(config: Config, db: Db, raw_key: &str) -> Result<(), String> {
     let hash = key_hash(raw_key).map_err(|e| e.message())?;
     let bank = crate::app::bank::setup(&config, &db, &crate::providers::ClientOptions::default())?;
-    let public_base = config
-        .server
-        .public_base()
-        .unwrap_or_else(|| format!("http://{}", config.server.listen));
+    // The same base `links create` uses: never a wildcard host; a loopback
+    // one is flagged in the log the MCP client shows (stderr).
+    let (public_base, warning) = config.server.link_base();
+    if let Some(w) = warning {
+        eprintln!("breadbox mcp: {w}");
+    }
     let state = Arc::new(AppState::new(config, db, bank));
     let key = crate::app::api_keys::find_by_hash(&state, hash.clone())
         .await

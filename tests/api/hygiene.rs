@@ -394,3 +394,33 @@ async fn members_and_keys_are_bounded() {
         over.text
     );
 }
+
+#[actix_web::test]
+async fn provider_attempts_per_link_are_bounded() {
+    let fake = crate::fakes::FakePlaid::start().await;
+    let app = spawn_app_with(|c| c.plaid = fake.plaid_config()).await;
+    let minted = app.mint(json!({})).await;
+    let token = s(&minted["token"]);
+    let cap = breadbox::app::page::MAX_PROVIDER_ATTEMPTS;
+    for i in 0..cap {
+        let r = app
+            .page_post(&format!("/_link/{token}/providers/plaid/start"), None)
+            .await;
+        assert_eq!(r.status, 200, "start {i}: {}", r.text);
+    }
+    let calls = fake.requests_to("/link/token/create").len();
+    let over = app
+        .page_post(&format!("/_link/{token}/providers/plaid/start"), None)
+        .await;
+    assert_eq!(
+        (over.status, over.code()),
+        (429, "TOO_MANY_EVENTS"),
+        "{}",
+        over.text
+    );
+    assert_eq!(
+        fake.requests_to("/link/token/create").len(),
+        calls,
+        "no provider call past the cap"
+    );
+}
