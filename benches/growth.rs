@@ -107,6 +107,7 @@ struct Built {
 
 /// Sessions + events inserted straight, in one transaction.
 struct Inserter<'c> {
+    conn: &'c rusqlite::Connection,
     session: rusqlite::Statement<'c>,
     event: rusqlite::Statement<'c>,
     key_id: String,
@@ -167,9 +168,10 @@ impl Inserter<'_> {
             created,
             self.key_id,
         ])?;
+        let seq = self.conn.last_insert_rowid();
         let mut ev = |kind: &str, at: i64, detail: &str| -> Result<()> {
             self.event
-                .execute(params![ids::new_uuid(), id, kind, at, detail])?;
+                .execute(params![ids::new_uuid(), seq, kind, at, detail])?;
             Ok(())
         };
         ev(
@@ -221,6 +223,7 @@ fn with_inserter(
     let tx = c.transaction()?;
     {
         let mut ins = Inserter {
+            conn: &tx,
             session: tx.prepare(
                 "INSERT INTO link_sessions (id, short_id, token_hash, user_id, provider, action,
                     single_use, redirect_url, label, status, error_code, error_message,
@@ -230,7 +233,7 @@ fn with_inserter(
                     ?15, ?16, ?17)",
             )?,
             event: tx.prepare(
-                "INSERT INTO link_session_events (id, session_id, type, at, detail)
+                "INSERT INTO link_session_events (id, session_seq, type, at, detail)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?,
             key_id: key_id.to_owned(),

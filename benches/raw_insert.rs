@@ -26,6 +26,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../src/db/migrations/0003_idempotency.sql"),
     include_str!("../src/db/migrations/0004_meta.sql"),
     include_str!("../src/db/migrations/0005_growth.sql"),
+    include_str!("../src/db/migrations/0006_connection_health.sql"),
+    include_str!("../src/db/migrations/0007_sealed_idempotency.sql"),
+    include_str!("../src/db/migrations/0008_event_timeline_by_seq.sql"),
 ];
 
 /// Same as the server's `BUSY_TIMEOUT` (src/db/mod.rs).
@@ -178,11 +181,12 @@ fn main() -> Result<()> {
             ts,
             api_key_id,
         ])?;
-        // Same statement as db::events::insert.
+        // Same statement as db::events::insert_at.
+        let seq = tx.last_insert_rowid();
         tx.prepare_cached(
-            "INSERT INTO link_session_events (id, session_id, type, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO link_session_events (id, session_seq, type, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
-        .execute(params![ids::new_uuid(), id, "session.created", ts, detail])?;
+        .execute(params![ids::new_uuid(), seq, "session.created", ts, detail])?;
         tx.commit()?;
         n += 1;
         worst = worst.max(t0.elapsed());

@@ -115,9 +115,10 @@ pub fn insert(
         s.created_at,
         minter.api_key_id,
     ])?;
-    events::insert(
+    // The row just inserted: its `seq` keys the timeline, no look-up needed.
+    events::insert_at(
         tx,
-        &s.id,
+        tx.last_insert_rowid(),
         "session.created",
         now,
         &json!({"api_key_id": minter.api_key_id, "api_key_name": minter.name}),

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_growth.sql"),
     include_str!("migrations/0006_connection_health.sql"),
     include_str!("migrations/0007_sealed_idempotency.sql"),
+    include_str!("migrations/0008_event_timeline_by_seq.sql"),
 ];
 
 /// The schema version this build writes.
@@ -89,5 +90,48 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .expect("version");
         assert_eq!(version, latest());
+    }
+
+    #[test]
+    fn events_keep_their_ids_order_and_session_when_keyed_by_session_seq() {
+        let mut conn = Connection::open_in_memory().expect("db");
+        migrate_to(&mut conn, Some(7));
+        conn.execute_batch(
+            "INSERT INTO users (id, short_id, name, created_at) VALUES ('u', 'us', 'U', 1);
+             INSERT INTO link_sessions (seq, id, short_id, token_hash, user_id, action,
+                 single_use, status, expires_at, created_at)
+             VALUES (10, 'sa', 'a', 'ha', 'u', 'link', 0, 'pending', 9, 1),
+                    (20, 'sb', 'b', 'hb', 'u', 'link', 0, 'pending', 9, 1);
+             INSERT INTO link_session_events (seq, id, session_id, type, at, detail)
+             VALUES (1, 'e1', 'sb', 'session.created', 1, '{}'),
+                    (2, 'e2', 'sa', 'session.created', 2, '{\"k\":1}'),
+                    (3, 'e3', 'sb', 'session.opened', 3, '{}');",
+        )
+        .expect("rows");
+        let tx = conn.transaction().expect("tx");
+        run(&tx).expect("migrate");
+        tx.commit().expect("commit");
+        let rows: Vec<(i64, String, i64, String, i64, String)> = conn
+            .prepare("SELECT seq, id, session_seq, type, at, detail FROM link_session_events ORDER BY seq")
+            .expect("stmt")
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let want = [
+            (1, "e1", 20, "session.created", 1, "{}"),
+            (2, "e2", 10, "session.created", 2, "{\"k\":1}"),
+            (3, "e3", 20, "session.opened", 3, "{}"),
+        ]
+        .map(|(a, b, c, d, e, f)| (a, b.to_owned(), c, d.to_owned(), e, f.to_owned()));
+        assert_eq!(rows, want);
+        let fk: i64 = conn
+            .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .expect("fk check");
+        assert_eq!(fk, 0);
     }
 }

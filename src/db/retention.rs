@@ -26,9 +26,9 @@ pub struct Step {
     pub next_after: Option<i64>,
 }
 
-const OLDEST_SESSIONS_SQL: &str = "SELECT seq, id, status, created_at FROM link_sessions
+const OLDEST_SESSIONS_SQL: &str = "SELECT seq, status, created_at FROM link_sessions
     WHERE seq > ?1 ORDER BY seq LIMIT ?2";
-const DELETE_EVENTS_SQL: &str = "DELETE FROM link_session_events WHERE session_id = ?1";
+const DELETE_EVENTS_SQL: &str = "DELETE FROM link_session_events WHERE session_seq = ?1";
 // The status guard makes the delete a compare-and-set: only a terminal session goes.
 const DELETE_SESSION_SQL: &str = "DELETE FROM link_sessions
     WHERE seq = ?1 AND status IN ('completed', 'consumed', 'failed', 'expired')";
@@ -42,15 +42,13 @@ pub fn prune_sessions(
     after: i64,
     batch: u32,
 ) -> DbResult<Step> {
-    let rows: Vec<(i64, String, String, Timestamp)> = tx
+    let rows: Vec<(i64, String, Timestamp)> = tx
         .prepare_cached(OLDEST_SESSIONS_SQL)?
-        .query_map((after, batch), |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?
+        .query_map((after, batch), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     let mut step = Step::default();
     let full = rows.len() == batch as usize;
-    for (seq, id, status, created_at) in rows {
+    for (seq, status, created_at) in rows {
         if created_at >= cutoff {
             // Everything older is done: the walk ends here.
             step.next_after = None;
@@ -60,7 +58,7 @@ pub fn prune_sessions(
         if !Status::parse(&status).is_some_and(Status::is_terminal) {
             continue;
         }
-        step.events += tx.prepare_cached(DELETE_EVENTS_SQL)?.execute([&id])?;
+        step.events += tx.prepare_cached(DELETE_EVENTS_SQL)?.execute([seq])?;
         step.deleted += tx.prepare_cached(DELETE_SESSION_SQL)?.execute([seq])?;
     }
     if !full {

@@ -38,7 +38,7 @@ fn bulk_sessions(
              VALUES (?1, ?2, ?3, ?4, 'link', 0, ?5, ?6, ?7, ?8)",
         )?;
         let mut event = tx.prepare(
-            "INSERT INTO link_session_events (id, session_id, type, at, detail)
+            "INSERT INTO link_session_events (id, session_seq, type, at, detail)
              VALUES (?1, ?2, 'session.created', ?3, '{}')",
         )?;
         let label = "x".repeat(pad);
@@ -49,10 +49,11 @@ fn bulk_sessions(
             session.execute(rusqlite::params![
                 id, short, hash, user_id, label, status, expires_at, created_at
             ])?;
+            let seq = tx.last_insert_rowid();
             for _ in 0..events {
                 event.execute(rusqlite::params![
                     breadbox::domain::ids::new_uuid(),
-                    id,
+                    seq,
                     created_at
                 ])?;
             }
@@ -149,6 +150,17 @@ async fn retention_prunes_finished_sessions_events_and_webhooks_keeps_connection
         200,
     );
     let before = file_size_after_checkpoint(&app.db_path);
+    let did = done_id.clone();
+    let done_seq: i64 = app
+        .db
+        .read(move |c| {
+            Ok(
+                c.query_row("SELECT seq FROM link_sessions WHERE id = ?1", [&did], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .expect("seq");
 
     let m =
         Maintenance::new(app.db.clone(), tiny_retention(), no_op()).converting(app.db_path.clone());
@@ -170,13 +182,12 @@ async fn retention_prunes_finished_sessions_events_and_webhooks_keeps_connection
         ),
         0
     );
-    let did = done_id.clone();
     let events: i64 = app
         .db
         .read(move |c| {
             Ok(c.query_row(
-                "SELECT COUNT(*) FROM link_session_events WHERE session_id = ?1",
-                [&did],
+                "SELECT COUNT(*) FROM link_session_events WHERE session_seq = ?1",
+                [done_seq],
                 |r| r.get(0),
             )?)
         })
