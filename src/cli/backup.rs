@@ -259,6 +259,18 @@ fn swap_in(
     uses_key_file: bool,
 ) -> Result<Option<PathBuf>, Failure> {
     let dir = files::parent_dir(target).to_owned();
+    // The restored files belong to whoever owns the database they replace
+    // (or its directory): `sudo breadbox restore` run as root must not leave
+    // files the service user cannot open.
+    let owner = fs::metadata(target)
+        .or_else(|_| fs::metadata(&dir))
+        .map(|m| (std::os::unix::fs::MetadataExt::uid(&m), std::os::unix::fs::MetadataExt::gid(&m)))
+        .map_err(|e| io_fail("cannot read the owner of", &dir, &e))?;
+    let give = |path: &Path| {
+        std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1))
+            .map_err(|e| io_fail("cannot hand over to the database's owner", path, &e))
+    };
+    give(tmp)?;
     let wal = files::with_suffix(target, "-wal");
     let shm = files::with_suffix(target, "-shm");
     let target_key = crypto::key_file_path(target).map_err(|m| fail(1, m))?;
@@ -306,6 +318,7 @@ fn swap_in(
             let tmp_key = files::with_suffix(tmp, ".key");
             files::write_private(&tmp_key, &bytes)
                 .map_err(|e| io_fail("cannot write", &tmp_key, &e))?;
+            give(&tmp_key)?;
             fs::rename(&tmp_key, &target_key)
                 .map_err(|e| io_fail("cannot install the key file", &target_key, &e))?;
         }
@@ -329,11 +342,15 @@ pub(super) fn backup(
     file: &std::path::Path,
     json: bool,
 ) -> Result<(), Failure> {
-    if file.exists() {
-        return Err(fail(
-            2,
-            format!("{} already exists; choose a new file", file.display()),
-        ));
+    // Both destinations are checked before anything is written.
+    let key_dest = crate::crypto::key_file_path(file).map_err(|m| fail(2, m))?;
+    for taken in [file, key_dest.as_path()] {
+        if taken.exists() {
+            return Err(fail(
+                2,
+                format!("{} already exists; choose a new file", taken.display()),
+            ));
+        }
     }
     let dest = file
         .to_str()

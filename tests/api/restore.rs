@@ -212,3 +212,49 @@ fn the_readme_backup_and_restore_steps_work_when_pasted() {
         Some(key)
     );
 }
+
+/// `sudo breadbox restore` run as root hands the restored database and key
+/// file to the owner of the database it replaces, so the service user can
+/// still open them; and a backup whose key file name is taken writes nothing.
+#[test]
+fn restore_keeps_the_owner_and_backup_checks_both_destinations() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    let db = data.join("bb.db");
+    let mut server = BinServer::start(&db, &[], &[]);
+    server.terminate();
+    let copy = dir.path().join("copy.db");
+    let out = run_bin(&["--database", s(&db), "backup", s(&copy)], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The same backup again: the copy exists → refused, nothing new written.
+    let other = dir.path().join("other.db");
+    std::fs::write(dir.path().join("other.db.key"), "old").expect("stale key");
+    let out = run_bin(&["--database", s(&db), "backup", s(&other)], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("other.db.key"), "{}", stderr(&out));
+    assert!(!other.exists(), "nothing written when the key file name is taken");
+
+    // Hand the data to another user (root only, as in CI), restore as root.
+    let is_root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
+    if !is_root {
+        assert!(std::env::var("CI").is_err(), "CI runs as root");
+        eprintln!("skipping the ownership half: not root");
+        return;
+    }
+    let nobody = 65534;
+    for entry in std::fs::read_dir(&data).expect("ls").flatten() {
+        std::os::unix::fs::chown(entry.path(), Some(nobody), Some(nobody)).expect("chown");
+    }
+    std::os::unix::fs::chown(&data, Some(nobody), Some(nobody)).expect("chown dir");
+    let out = run_bin(&["--database", s(&db), "restore", s(&copy)], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for path in [db.clone(), data.join("bb.db.key")] {
+        let m = std::fs::metadata(&path).expect("restored file");
+        assert_eq!((m.uid(), m.gid()), (nobody, nobody), "{}", path.display());
+    }
+}
