@@ -127,9 +127,11 @@ pub fn build_with(
     .client_request_timeout(Duration::from_secs(10))
     .client_disconnect_timeout(Duration::from_secs(2))
     .keep_alive(Duration::from_secs(30))
-    // In-flight requests get 4 s after SIGTERM; the WAL checkpoint that
-    // follows keeps the whole stop within 5 s.
-    .shutdown_timeout(4)
+    // In-flight requests get 3 s after SIGTERM (long-polls and MCP waits are
+    // answered at once; an MCP client's open event stream is cut when the
+    // grace ends), so the WAL checkpoint that follows keeps the whole stop
+    // within 5 s.
+    .shutdown_timeout(3)
     .disable_signals()
     .run();
     spawn_signal_handler(server.handle(), state.waiters.clone());

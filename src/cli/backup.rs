@@ -264,7 +264,12 @@ fn swap_in(
     // files the service user cannot open.
     let owner = fs::metadata(target)
         .or_else(|_| fs::metadata(&dir))
-        .map(|m| (std::os::unix::fs::MetadataExt::uid(&m), std::os::unix::fs::MetadataExt::gid(&m)))
+        .map(|m| {
+            (
+                std::os::unix::fs::MetadataExt::uid(&m),
+                std::os::unix::fs::MetadataExt::gid(&m),
+            )
+        })
         .map_err(|e| io_fail("cannot read the owner of", &dir, &e))?;
     let give = |path: &Path| {
         std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1))

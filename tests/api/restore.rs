@@ -235,7 +235,10 @@ fn restore_keeps_the_owner_and_backup_checks_both_destinations() {
     let out = run_bin(&["--database", s(&db), "backup", s(&other)], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("other.db.key"), "{}", stderr(&out));
-    assert!(!other.exists(), "nothing written when the key file name is taken");
+    assert!(
+        !other.exists(),
+        "nothing written when the key file name is taken"
+    );
 
     // Hand the data to another user (root only, as in CI), restore as root.
     let is_root = std::fs::metadata("/proc/self")
