@@ -194,6 +194,17 @@ judge "binary size (MiB, stripped)" "$(awk -v s="$SIZE" 'BEGIN { printf "%.2f", 
 # A database with an API key (so no bootstrap key) and its encryption key
 # file, made once; every server below runs on a fresh copy of it.
 mkdir -p "$WORK/template"
+# Only `serve` creates a database: start it once on the empty template (its
+# first key goes to bootstrap-key.txt, removed), then add the bench's key.
+"$BIN" --database "$WORK/template/bb.db" serve --listen 127.0.0.1:0 \
+    >"$WORK/template.stdout" 2>"$WORK/template.stderr" &
+TEMPLATE_PID=$!
+for _ in $(seq 1 1000); do
+    grep -q '^breadbox listening on ' "$WORK/template.stdout" 2>/dev/null && break
+    sleep 0.01
+done
+stop_server "$TEMPLATE_PID"
+rm -f "$WORK/template/bootstrap-key.txt" "$WORK/template/bb.db.lock"
 KEY=$("$BIN" --database "$WORK/template/bb.db" --json keys create --name bench --scope full_access \
     | json_field key) || die "could not create the API key"
 start_server prime
