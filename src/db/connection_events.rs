@@ -56,14 +56,8 @@ pub fn page(
             ))
         },
     )?;
-    let mut page: Vec<(Event, i64)> = rows.collect::<Result<_, _>>()?;
-    let next = if page.len() > limit as usize {
-        page.truncate(limit as usize);
-        page.last().map(|(_, seq)| *seq)
-    } else {
-        None
-    };
-    Ok((page.into_iter().map(|(e, _)| e).collect(), next))
+    let page: Vec<(Event, i64)> = rows.collect::<Result<_, _>>()?;
+    Ok(super::split_page(page, limit))
 }
 
 /// Record a verified provider webhook; false when it was seen before (a

@@ -93,14 +93,7 @@ pub fn list(
             ))
         },
     )?;
-    let mut page = rows.collect::<Result<Vec<_>, _>>()?;
-    let next = if page.len() > limit as usize {
-        page.truncate(limit as usize);
-        page.last().map(|(_, seq)| *seq)
-    } else {
-        None
-    };
-    Ok((page.into_iter().map(|(e, _)| e).collect(), next))
+    Ok(super::split_page(rows.collect::<Result<_, _>>()?, limit))
 }
 
 const COUNT_SQL: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM link_session_events

@@ -189,7 +189,7 @@ pub fn list(
     let mut stmt = conn.prepare_cached(&list_sql(f.status, f.user_id.is_some()))?;
     // SQLite counts parameters up to the highest number used (?5), so binding all
     // five is right even when a filter leaves ?2, ?3 or ?4 out.
-    let mut page = stmt
+    let page = stmt
         .query_map(
             rusqlite::params![
                 f.before_seq.unwrap_or(i64::MAX),
@@ -201,13 +201,8 @@ pub fn list(
             from_row,
         )?
         .collect::<Result<Vec<_>, _>>()?;
-    let next = if page.len() > f.limit as usize {
-        page.truncate(f.limit as usize);
-        page.last().map(|(_, seq)| *seq)
-    } else {
-        None
-    };
-    Ok((page.into_iter().map(|(s, _)| s.at(now)).collect(), next))
+    let (page, next) = super::split_page(page, f.limit);
+    Ok((page.into_iter().map(|s| s.at(now)).collect(), next))
 }
 
 /// Extra data carried by a transition.

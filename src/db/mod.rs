@@ -300,3 +300,16 @@ pub fn count_capped(conn: &Connection, table: &str, cap: u32) -> DbResult<u32> {
     let sql = format!("SELECT COUNT(*) FROM (SELECT 1 FROM {table} LIMIT ?1)");
     Ok(conn.prepare_cached(&sql)?.query_row([cap], |r| r.get(0))?)
 }
+
+/// A page from rows fetched with `LIMIT limit + 1` (each with its `seq`):
+/// the first `limit` rows, and the `seq` to continue from when there were
+/// more (the next page's cursor position).
+pub(crate) fn split_page<T>(mut rows: Vec<(T, i64)>, limit: u32) -> (Vec<T>, Option<i64>) {
+    let next = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|(_, seq)| *seq)
+    } else {
+        None
+    };
+    (rows.into_iter().map(|(row, _)| row).collect(), next)
+}
