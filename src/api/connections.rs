@@ -29,13 +29,6 @@ pub fn routes() -> Vec<RouteEntry> {
     ]
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventsQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 /// `GET /connections/{id}/events`: the health timeline, oldest first, a
 /// page at a time (`limit` 1–200, default 50; `cursor` = `next_cursor`).
 async fn list_connection_events(
@@ -44,7 +37,7 @@ async fn list_connection_events(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let q: EventsQuery = parse_query(&req)?;
+    let q: super::PageQuery = parse_query(&req)?;
     let page = ops::events(&state, &path, q.limit.as_deref(), q.cursor.as_deref()).await?;
     Ok(HttpResponse::Ok().json(page))
 }

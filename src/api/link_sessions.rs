@@ -133,20 +133,13 @@ async fn cancel_link_session(
         .map(respond)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventsQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 async fn list_link_session_events(
     _auth: Auth,
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let q: EventsQuery = parse_query(&req)?;
+    let q: super::PageQuery = parse_query(&req)?;
     let page = ops::events(&state, &path, q.limit.as_deref(), q.cursor.as_deref()).await?;
     Ok(HttpResponse::Ok().json(page))
 }

@@ -209,6 +209,17 @@ pub fn parse_query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError
         .map_err(|e| ApiError::Validation(format!("query: {e}")))
 }
 
+/// The query of a paginated timeline: `limit` and `cursor` (checked by
+/// [`crate::app::paging`]); any other parameter is a validation error.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Page size as given, 1–200.
+    pub limit: Option<String>,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
 /// A path `{id}`: UUID or short id, else 404.
 pub fn entity_ref(raw: &str, what: &str) -> Result<crate::domain::ids::EntityRef, ApiError> {
     crate::app::entity_ref(raw, what)
