@@ -40,7 +40,7 @@ const MAX_BATCH: usize = 64;
 
 /// Log length (frames, one page each) at which the writer asks for a
 /// checkpoint: SQLite's own default for `wal_autocheckpoint`.
-pub(super) const CHECKPOINT_FRAMES: c_int = 1000;
+const CHECKPOINT_FRAMES: c_int = 1000;
 
 thread_local! {
     /// Frames in the write-ahead log after this thread's last commit (set by
