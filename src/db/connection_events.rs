@@ -43,18 +43,7 @@ pub fn page(
     )?;
     let rows = stmt.query_map(
         rusqlite::params![connection_id, after_seq.unwrap_or(0), i64::from(limit) + 1],
-        |r| {
-            let detail: String = r.get(3)?;
-            Ok((
-                Event {
-                    id: r.get(0)?,
-                    kind: r.get(1)?,
-                    at: r.get(2)?,
-                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
-                },
-                r.get::<_, i64>(4)?,
-            ))
-        },
+        super::events::event_with_seq,
     )?;
     let page: Vec<(Event, i64)> = rows.collect::<Result<_, _>>()?;
     Ok(super::split_page(page, limit))

@@ -80,20 +80,24 @@ pub fn list(
     let mut stmt = conn.prepare_cached(LIST_SQL)?;
     let rows = stmt.query_map(
         (session_id, after_seq.unwrap_or(0), i64::from(limit) + 1),
-        |r| {
-            let detail: String = r.get(3)?;
-            Ok((
-                Event {
-                    id: r.get(0)?,
-                    kind: r.get(1)?,
-                    at: r.get(2)?,
-                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
-                },
-                r.get::<_, i64>(4)?,
-            ))
-        },
+        event_with_seq,
     )?;
     Ok(super::split_page(rows.collect::<Result<_, _>>()?, limit))
+}
+
+/// An event and its `seq` from a row of `id, type, at, detail, seq` (the
+/// columns both timelines select).
+pub(super) fn event_with_seq(r: &rusqlite::Row) -> rusqlite::Result<(Event, i64)> {
+    let detail: String = r.get(3)?;
+    Ok((
+        Event {
+            id: r.get(0)?,
+            kind: r.get(1)?,
+            at: r.get(2)?,
+            detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+        },
+        r.get(4)?,
+    ))
 }
 
 const COUNT_SQL: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM link_session_events
