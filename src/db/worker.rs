@@ -1,6 +1,6 @@
 //! Dedicated SQLite threads, so no async worker ever blocks on SQLite and the
 //! thread count stays fixed: one writer that owns the only write connection
-//! and group-commits whatever is queued, and a few readers.
+//! and group-commits whatever is queued, its checkpointer, and a few readers.
 //!
 //! Group commit: the writer takes every queued change (up to a batch), runs
 //! each in its own SAVEPOINT inside one `BEGIN IMMEDIATE` transaction, and
